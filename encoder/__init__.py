@@ -1,0 +1,1 @@
+"""Pixels to codes: preprocessing, the autoencoder family, training and compiled encoding."""

@@ -1,0 +1,114 @@
+"""Encoder: a saved autoencoder loaded once, with compiled batch encoding and reconstruction error."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+
+from encoder import store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 256
+
+
+class Encoder:
+    """Turns uint8 image arrays into codes with one compiled call per batch (never Keras `predict()`)."""
+
+    def __init__(self, model, info: dict[str, Any], batch_size: int = DEFAULT_BATCH_SIZE):
+        import tensorflow as tf
+
+        self.model = model
+        self.info = info
+        self.image_size = int(info["image_size"])
+        self.channels = int(info["channels"])
+        self.code_size = int(info["code_size"])
+        self.sha256 = str(info["sha256"])
+        self.batch_size = batch_size
+        spec = [tf.TensorSpec([None, self.image_size, self.image_size, self.channels], tf.uint8)]
+        self._encode = tf.function(self._encode_graph, input_signature=spec)
+        self._encode_and_score = tf.function(self._encode_and_score_graph, input_signature=spec)
+        self._reconstruct = tf.function(self._reconstruct_graph, input_signature=spec)
+
+    @classmethod
+    def load(cls, index_dir: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) -> "Encoder":
+        """Load the collection's model after verifying its sha256; Keras safe mode stays on."""
+        import keras
+
+        import encoder.model  # noqa: F401  (registers the custom classes for deserialisation)
+
+        info = store.read_info(index_dir)
+        path = store.verified_model_path(index_dir, info)
+        try:
+            model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        except Exception as exc:  # Keras raises many types for a bad archive; all mean the same to a user
+            raise store.ModelError(f"cannot load {path}: {exc}; retrain with --retrain") from None
+        log.info("loaded encoder sha256:%s (%s, %dx%dx%d -> %d)", info["sha256"][:12], info["variant"],
+                 info["image_size"], info["image_size"], info["channels"], info["code_size"])
+        return cls(model, info, batch_size)
+
+    @property
+    def model_id(self) -> str:
+        """The model's identity as shown to users: 'sha256:<hex>'."""
+        return f"sha256:{self.sha256}"
+
+    # Graphs: uint8 (B, S, S, C) in, float32 out.
+    def _unit(self, pixels):
+        import tensorflow as tf
+
+        return tf.cast(pixels, tf.float32) / 255.0  # (B, S, S, C) in [0, 1]
+
+    def _encode_graph(self, pixels):
+        return self.model.encoder(self._unit(pixels), training=False)  # (B, code_size)
+
+    def _encode_and_score_graph(self, pixels):
+        import tensorflow as tf
+
+        x = self._unit(pixels)
+        codes = self.model.encoder(x, training=False)  # (B, code_size)
+        recon = self.model.decoder(codes, training=False)  # (B, S, S, C)
+        error = tf.reduce_mean(tf.square(recon - x), axis=[1, 2, 3])  # (B,) mean squared error per pixel
+        return codes, error
+
+    def _reconstruct_graph(self, pixels):
+        import tensorflow as tf
+
+        recon = self.model.decoder(self.model.encoder(self._unit(pixels), training=False), training=False)
+        return tf.cast(tf.round(recon * 255.0), tf.uint8)  # (B, S, S, C)
+
+    def _check(self, pixels: np.ndarray) -> np.ndarray:
+        expected = (self.image_size, self.image_size, self.channels)
+        if pixels.ndim != 4 or pixels.shape[1:] != expected:
+            raise ValueError(f"expected (n, {', '.join(map(str, expected))}) uint8, got {pixels.shape}")
+        return np.ascontiguousarray(pixels, dtype=np.uint8)
+
+    def _batched(self, fn, pixels: np.ndarray) -> list:
+        pixels = self._check(pixels)
+        return [fn(pixels[i : i + self.batch_size]) for i in range(0, len(pixels), self.batch_size)]
+
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        """(n, S, S, C) uint8 -> (n, code_size) float32 codes."""
+        if len(pixels) == 0:
+            return np.zeros((0, self.code_size), np.float32)
+        return np.concatenate([c.numpy() for c in self._batched(self._encode, pixels)])
+
+    def encode_with_error(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, S, S, C) uint8 -> codes (n, code_size) and reconstruction errors (n,), both float32."""
+        if len(pixels) == 0:
+            return np.zeros((0, self.code_size), np.float32), np.zeros((0,), np.float32)
+        parts = self._batched(self._encode_and_score, pixels)
+        return np.concatenate([c.numpy() for c, _ in parts]), np.concatenate([e.numpy() for _, e in parts])
+
+    def reconstruct(self, pixels: np.ndarray) -> np.ndarray:
+        """(n, S, S, C) uint8 -> what the model makes of them, same shape, uint8."""
+        return np.concatenate([r.numpy() for r in self._batched(self._reconstruct, pixels)])
+
+    def describe(self) -> dict[str, Any]:
+        """The sidecar facts users care about."""
+        return {k: self.info[k] for k in ("variant", "image_size", "channels", "code_size")} | {
+            "model": self.model_id,
+            "training": self.info.get("training", {}),
+        }
+

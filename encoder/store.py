@@ -1,0 +1,117 @@
+"""The model on disk: `encoder.keras` plus the `encoder.json` sidecar that stamps it with its sha256."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "encoder.keras"
+INFO_FILE = "encoder.json"
+CURVE_FILE = "training_curve.png"
+FORMAT_VERSION = 1
+
+
+class ModelError(RuntimeError):
+    """A missing, tampered or incompatible model; the message says what to do."""
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename itself is only durable once the directory entry is flushed.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def has_model(index_dir: str | os.PathLike) -> bool:
+    """True when `index_dir` holds a model and its sidecar."""
+    return (Path(index_dir) / MODEL_FILE).is_file() and (Path(index_dir) / INFO_FILE).is_file()
+
+
+def read_info(index_dir: str | os.PathLike) -> dict[str, Any]:
+    """The parsed `encoder.json` of a collection."""
+    path = Path(index_dir) / INFO_FILE
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"no encoder in {index_dir}: run `python -m indexer build IMAGES_DIR --index {index_dir}`") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path} is unreadable ({exc}); retrain with `python -m indexer train`") from None
+    for key in ("image_size", "channels", "code_size", "variant", "sha256"):
+        if key not in info:
+            raise ModelError(f"{path} lacks {key!r}; retrain with `python -m indexer train`")
+    return info
+
+
+def save_model(model, index_dir: str | os.PathLike, training: dict[str, Any]) -> dict[str, Any]:
+    """Write `encoder.keras` and `encoder.json` atomically; return the sidecar's content."""
+    import keras  # heavy: only when a model is actually written
+
+    index_dir = Path(index_dir)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=index_dir, prefix=".model-") as tmp:
+        staged = Path(tmp) / MODEL_FILE  # Keras insists on the .keras suffix
+        model.save(staged)
+        data = staged.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    info = {
+        "format": FORMAT_VERSION,
+        "image_size": model.image_size,
+        "channels": model.channels,
+        "code_size": model.code_size,
+        "variant": model.variant,
+        "sha256": sha,
+        "keras_version": keras.__version__,
+        "training": training,
+    }
+    atomic_write_bytes(index_dir / MODEL_FILE, data)
+    atomic_write_bytes(index_dir / INFO_FILE, json.dumps(info, indent=2).encode())
+    log.info("saved model sha256:%s to %s", sha[:12], index_dir)
+    return info
+
+
+def verified_model_path(index_dir: str | os.PathLike, info: dict[str, Any]) -> Path:
+    """The model file, after checking that its bytes are the ones `encoder.json` records."""
+    path = Path(index_dir) / MODEL_FILE
+    if not path.is_file():
+        raise ModelError(f"{path} is missing; retrain with `python -m indexer build ... --retrain`")
+    actual = file_sha256(path)
+    if actual != info["sha256"]:
+        raise ModelError(
+            f"{path} does not match the sha256 recorded in {INFO_FILE} "
+            f"(file {actual[:12]}, recorded {info['sha256'][:12]}): it was modified or replaced. "
+            "Refusing to load it; retrain with `python -m indexer build IMAGES_DIR --index DIR --retrain`."
+        )
+    return path

@@ -1,0 +1,146 @@
+"""CLI: python -m indexer build|train|info|search."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from encoder.store import ModelError
+
+log = logging.getLogger("indexer")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m indexer", description="Index image folders for lookalike.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def index_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--index", required=True, type=Path, help="collection folder (model, catalogue, vectors)")
+
+    def training_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("images", type=Path, metavar="IMAGES_DIR", help="folder of images, searched recursively")
+        index_arg(p)
+        p.add_argument("--epochs", type=_positive, help="most training epochs (early stopping may end sooner; 30)")
+        p.add_argument("--code-size", type=_positive, help="numbers per image code (30)")
+        p.add_argument("--image-size", type=_positive, help="side in pixels the model sees (64)")
+        p.add_argument("--max-train-images", type=_positive, default=10_000,
+                       help="train on a random sample of at most this many images (10000)")
+        p.add_argument("--workers", type=int, default=int(os.environ.get("LOOKALIKE_WORKERS", 0)),
+                       help="decoding processes; 0 = one per core (LOOKALIKE_WORKERS)")
+
+    build = sub.add_parser("build", help="train an encoder if needed, then index new and changed images")
+    training_args(build)
+    build.add_argument("--retrain", action="store_true", help="train a new encoder and re-encode everything")
+    train = sub.add_parser("train", help="(re)train the encoder only; the next build re-encodes everything")
+    training_args(train)
+    info = sub.add_parser("info", help="JSON summary of a collection")
+    index_arg(info)
+    search = sub.add_parser("search", help="nearest neighbours of an image, without a server")
+    index_arg(search)
+    search.add_argument("query", type=Path, metavar="QUERY_IMAGE")
+    search.add_argument("-k", type=_positive, default=10, help="how many results (10)")
+    return parser
+
+
+def _options(args: argparse.Namespace):
+    from indexer.build import BuildOptions
+
+    return BuildOptions(image_size=args.image_size, code_size=args.code_size, epochs=args.epochs,
+                        retrain=getattr(args, "retrain", False), max_train_images=args.max_train_images,
+                        workers=args.workers, progress=not args.quiet)
+
+
+def cmd_build(args: argparse.Namespace, train_only: bool = False) -> int:
+    from indexer.build import SKIPPED_FILE, build
+
+    report = build(args.images, args.index, _options(args), train_only=train_only)
+    summary = report.summary()
+    if train_only:
+        print(f"trained {summary['model'][:19]} in {summary['seconds']}s; "
+              f"run `python -m indexer build {args.images} --index {args.index}` to encode the images", file=sys.stderr)
+    else:
+        print(f"indexed {report.indexed}, unchanged {report.unchanged}, removed {report.removed}, "
+              f"skipped {len(report.skipped)}; {report.images} images in the collection "
+              f"({summary['seconds']}s)", file=sys.stderr)
+        for path, reason in report.skipped[:10]:
+            print(f"  skipped {path}: {reason}", file=sys.stderr)
+        if len(report.skipped) > 10:
+            print(f"  ... and {len(report.skipped) - 10} more, listed in {args.index / SKIPPED_FILE}", file=sys.stderr)
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from encoder.store import read_info
+    from indexer.catalog import Catalog
+
+    info = read_info(args.index)
+    with Catalog(args.index, readonly=True) as catalog:
+        stats = catalog.stats()
+        root = catalog.get_meta("root")
+    training = dict(info.get("training", {}))
+    training.pop("history", None)  # per-epoch losses are in the loss-curve PNG; keep the summary readable
+    print(json.dumps({
+        "index": str(args.index.resolve()),
+        "images_root": root,
+        **stats,
+        "model": f"sha256:{info['sha256']}",
+        "encoder": {k: info[k] for k in ("variant", "image_size", "channels", "code_size")},
+        "training": training,
+    }, indent=2))
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from indexer.collection import Collection
+
+    collection = Collection.open(args.index)
+    try:
+        code, _ = collection.encode_image(args.query)
+        hits = collection.neighbours(code, args.k)
+        model = collection.encoder.model_id
+    finally:
+        collection.close()
+    results = [{"id": h.id, "path": h.path, "distance": round(h.distance, 6)} for h in hits]
+    print(json.dumps({"results": results, "model": model}, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = _parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which SIMD build loaded is not news
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter is noise to users
+    from encoder.preprocess import ImageError
+    from indexer.build import BuildError
+
+    try:
+        if args.command in ("build", "train"):
+            return cmd_build(args, train_only=args.command == "train")
+        if args.command == "info":
+            return cmd_info(args)
+        return cmd_search(args)
+    except (BuildError, ModelError, ImageError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished batches are kept; run the same command again to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

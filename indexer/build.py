@@ -1,0 +1,283 @@
+"""The batch pipeline: scan -> decode (worker processes) -> encode (fixed-size batches) -> commit -> vectors."""
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import itertools
+import logging
+import multiprocessing
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from encoder import store
+from encoder.preprocess import IMAGE_EXTENSIONS, ImageError, load_image
+from encoder.train import TrainConfig
+from indexer.catalog import Catalog, NewImage
+from indexer.collection import MODEL_KEY, check_model_matches, load_vectors
+from indexer.scan import FileEntry, scan
+
+log = logging.getLogger(__name__)
+
+SKIPPED_FILE = "skipped.tsv"
+LOCK_FILE = ".lock"
+GREY_SAMPLE = 200  # images looked at to decide whether a collection is grey
+
+
+class BuildError(RuntimeError):
+    """A fatal problem, with a one-line reason for the user."""
+
+
+@dataclass
+class BuildOptions:
+    """Knobs of `indexer build` and `indexer train`; None means 'the default, or what the model already has'."""
+
+    image_size: int | None = None
+    code_size: int | None = None
+    epochs: int | None = None
+    retrain: bool = False
+    max_train_images: int = 10_000
+    workers: int = 0  # 0: one per core
+    commit_every: int = 1024  # images per transaction: the most a crash can cost
+    progress: bool = True
+
+
+@dataclass
+class BuildReport:
+    """What a run did."""
+
+    indexed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    trained: bool = False
+    images: int = 0
+    seconds: float = 0.0
+    model: str = ""
+
+    def summary(self) -> dict:
+        """The counts as a JSON-able dict."""
+        return {"indexed": self.indexed, "unchanged": self.unchanged, "removed": self.removed,
+                "skipped": len(self.skipped), "images": self.images, "trained": self.trained,
+                "seconds": round(self.seconds, 2), "model": self.model}
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A worker's answer for one file: pixels and facts, or the reason it failed."""
+
+    entry: FileEntry
+    pixels: np.ndarray | None
+    reason: str = ""
+    sha256: str = ""
+    width: int = 0
+    height: int = 0
+
+
+def decode_file(root: str, size: int, channels: int, entry: FileEntry) -> Decoded:
+    """Read, hash and preprocess one file (runs in a worker process)."""
+    try:
+        with open(os.path.join(root, entry.relpath), "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        return Decoded(entry, None, f"cannot read: {exc.strerror}")
+    try:
+        image = load_image(data, size, channels)
+    except ImageError as exc:
+        return Decoded(entry, None, str(exc))
+    return Decoded(entry, image.pixels, "", hashlib.sha256(data).hexdigest(), image.width, image.height)
+
+
+@contextmanager
+def _exclusive(index_dir: Path) -> Iterator[None]:
+    """One writer per collection: a second build fails at once instead of interleaving."""
+    try:
+        index_dir.mkdir(parents=True, exist_ok=True)
+        fh = open(index_dir / LOCK_FILE, "a")
+    except OSError as exc:
+        raise BuildError(f"cannot write to {index_dir}: {exc.strerror}") from None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BuildError(f"another build is running on {index_dir}") from None
+        yield
+
+
+def _progress(iterable: Iterable, total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="img", disable=not enabled, dynamic_ncols=True)
+
+
+def decode_all(root: Path, entries: list[FileEntry], size: int, channels: int, workers: int,
+               progress: bool, desc: str = "decoding") -> Iterator[Decoded]:
+    """Decode files in worker processes (in-process for small batches), yielding results as they finish."""
+    work = functools.partial(decode_file, str(root), size, channels)
+    workers = workers or os.cpu_count() or 1
+    if workers == 1 or len(entries) < 64:
+        yield from _progress(map(work, entries), len(entries), desc, progress)
+        return
+    # spawn, not fork: the parent may already hold TensorFlow's threads, which do not survive a fork.
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield from _progress(pool.imap_unordered(work, entries, chunksize=16), len(entries), desc, progress)
+
+
+def _all_grey(pixels: np.ndarray) -> bool:
+    px = pixels[:GREY_SAMPLE].astype(np.int16)  # (n, S, S, 3)
+    return bool(np.abs(px[..., 0] - px[..., 1]).max() <= 8 and np.abs(px[..., 1] - px[..., 2]).max() <= 8)
+
+
+def train_on(root: Path, entries: list[FileEntry], index_dir: Path, options: BuildOptions) -> tuple[dict, list[Decoded]]:
+    """Decode a sample of `entries`, pick colour or grey, train and save the encoder.
+
+    Returns the model's info and the decoded sample, which the indexing pass reuses instead of decoding twice.
+    """
+    from encoder.train import train
+
+    if not entries:
+        raise BuildError(f"no images found in {root}")
+    defaults = TrainConfig()
+    size = options.image_size or defaults.image_size
+    rng = np.random.default_rng(0)
+    sample = entries if len(entries) <= options.max_train_images else [
+        entries[i] for i in sorted(rng.choice(len(entries), options.max_train_images, replace=False))]
+
+    def read(channels: int, desc: str) -> list[Decoded]:
+        return [d for d in decode_all(root, sample, size, channels, options.workers, options.progress, desc)
+                if d.pixels is not None]
+
+    decoded = read(3, "reading for training")
+    if not decoded:
+        raise BuildError(f"none of the {len(sample)} images sampled from {root} could be read")
+    channels = 3
+    if _all_grey(np.stack([d.pixels for d in decoded[:GREY_SAMPLE]])):
+        # Re-read through the same Pillow path the queries will take, so training sees exactly their pixels.
+        log.info("every sampled image is grey: training a single-channel model")
+        channels = 1
+        decoded = read(1, "reading for training (grey)")
+    config = TrainConfig(image_size=size, channels=channels, code_size=options.code_size or defaults.code_size,
+                         epochs=options.epochs or defaults.epochs)
+    return train(np.stack([d.pixels for d in decoded]), config, index_dir), decoded
+
+
+def _check_options_fit(info: dict, options: BuildOptions) -> None:
+    for name in ("image_size", "code_size"):
+        wanted = getattr(options, name)
+        if wanted is not None and wanted != info[name]:
+            raise BuildError(f"the collection's encoder has {name.replace('_', '-')} {info[name]}, not {wanted}; "
+                             "add --retrain to train a new encoder and re-encode everything")
+
+
+def _write_skipped(index_dir: Path, skipped: list[tuple[str, str]]) -> None:
+    lines = ["path\treason"] + [f"{p}\t{r.replace(chr(9), ' ').replace(chr(10), ' ')}" for p, r in skipped]
+    store.atomic_write_bytes(index_dir / SKIPPED_FILE, ("\n".join(lines) + "\n").encode())
+
+
+def build(images_dir: str | os.PathLike, index_dir: str | os.PathLike, options: BuildOptions | None = None,
+          train_only: bool = False) -> BuildReport:
+    """Index `images_dir` into `index_dir`: train an encoder if needed, then encode new and changed files."""
+    from encoder.embed import Encoder
+
+    options = options or BuildOptions()
+    started = time.perf_counter()
+    root = Path(images_dir).resolve()
+    index_dir = Path(index_dir).resolve()
+    if not root.is_dir():
+        raise BuildError(f"{images_dir} is not a folder")
+    report = BuildReport()
+    with _exclusive(index_dir), Catalog(index_dir) as catalog:
+        found = scan(root, exclude=index_dir)
+        if not found.images and not catalog.count():
+            raise BuildError(f"no images found in {root} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+        predecoded: dict[str, Decoded] = {}
+        if options.retrain or train_only or not store.has_model(index_dir):
+            info, sample = train_on(root, found.images, index_dir, options)
+            predecoded = {d.entry.relpath: d for d in sample}
+            report.trained = True
+        else:
+            info = store.read_info(index_dir)
+            _check_options_fit(info, options)
+        if report.trained and catalog.get_meta(MODEL_KEY) != info["sha256"]:
+            with catalog.conn:  # new model: every old code is meaningless, start the catalogue afresh
+                catalog.clear_codes()
+                catalog.set_meta(MODEL_KEY, info["sha256"])
+                catalog.bump_generation()
+        try:
+            check_model_matches(catalog, info["sha256"], index_dir)
+        except store.ModelError as exc:
+            raise BuildError(str(exc)) from None
+        report.model = f"sha256:{info['sha256']}"
+        with catalog.conn:
+            catalog.set_meta(MODEL_KEY, info["sha256"])
+            catalog.set_meta("root", str(root))
+        if train_only:
+            report.images = catalog.count()
+            report.seconds = time.perf_counter() - started
+            return report
+
+        known = catalog.fingerprints()
+        known_bad = catalog.skipped_fingerprints()
+        present = {e.relpath for e in found.images}
+        todo: list[FileEntry] = []
+        for entry in found.images:
+            if known.get(entry.relpath) == (entry.size, entry.mtime_ns):
+                report.unchanged += 1
+            elif known_bad.get(entry.relpath, (None, None, ""))[:2] == (entry.size, entry.mtime_ns):
+                report.skipped.append((entry.relpath, known_bad[entry.relpath][2]))  # failed before, unchanged since
+            else:
+                todo.append(entry)
+        gone = [p for p in known if p not in present] + [p for p in known_bad if p not in present]
+        if gone:
+            with catalog.conn:
+                report.removed = catalog.remove(gone)
+                catalog.bump_generation()
+
+        if todo:
+            encoder = Encoder.load(index_dir)
+            _encode_into(catalog, encoder, root, todo, predecoded, options, report)
+        report.skipped.extend(found.passed_over)
+        report.skipped.sort()
+        load_vectors(catalog, index_dir, int(info["code_size"]), save=True)  # rebuilt only when stale
+        _write_skipped(index_dir, report.skipped)
+        report.images = catalog.count()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _encode_into(catalog: Catalog, encoder, root: Path, todo: list[FileEntry], predecoded: dict[str, Decoded],
+                 options: BuildOptions, report: BuildReport) -> None:
+    """Decode (unless already decoded), encode and commit `todo` in transactions of `options.commit_every`."""
+    pending: list[Decoded] = []
+    failed: list[Decoded] = []
+
+    def commit() -> None:
+        rows = []
+        if pending:
+            codes, errors = encoder.encode_with_error(np.stack([d.pixels for d in pending]))  # (n, code), (n,)
+            rows = [NewImage(d.entry.relpath, d.entry.size, d.entry.mtime_ns, d.sha256, d.width, d.height,
+                             codes[i], float(errors[i])) for i, d in enumerate(pending)]
+        with catalog.conn:  # one transaction: a crash keeps whole batches only
+            catalog.upsert(rows)
+            catalog.record_skipped([(d.entry.relpath, d.entry.size, d.entry.mtime_ns, d.reason) for d in failed])
+            catalog.bump_generation()
+        report.indexed += len(rows)
+        report.skipped.extend((d.entry.relpath, d.reason) for d in failed)
+        pending.clear()
+        failed.clear()
+
+    reused = [predecoded[e.relpath] for e in todo if e.relpath in predecoded]
+    rest = [e for e in todo if e.relpath not in predecoded]
+    fresh = decode_all(root, rest, encoder.image_size, encoder.channels, options.workers, options.progress, "indexing")
+    for result in itertools.chain(reused, fresh):
+        (pending if result.pixels is not None else failed).append(result)
+        if len(pending) >= options.commit_every:
+            commit()
+    commit()
+

@@ -1,0 +1,198 @@
+"""The SQLite catalogue, the collection's source of truth: one row per image with its code as a BLOB."""
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CATALOG_FILE = "catalog.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,   -- AUTOINCREMENT: a deleted id is never handed to another image
+    relpath TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    code BLOB NOT NULL,                     -- float32 little-endian, code_size values
+    recon_error REAL NOT NULL,              -- mean squared reconstruction error per pixel, in [0, 1]
+    indexed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS skipped (
+    relpath TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """A catalogued image as the service needs it."""
+
+    id: int
+    relpath: str
+    width: int
+    height: int
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """A freshly encoded image, ready to be written."""
+
+    relpath: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    width: int
+    height: int
+    code: np.ndarray  # (code_size,) float32
+    recon_error: float
+
+
+class Catalog:
+    """One SQLite connection to `INDEX_DIR/catalog.sqlite` (WAL mode; readers never block the writer)."""
+
+    def __init__(self, index_dir: str | os.PathLike, readonly: bool = False):
+        self.path = Path(index_dir) / CATALOG_FILE
+        if readonly:
+            if not self.path.is_file():
+                raise FileNotFoundError(f"no catalogue at {self.path}: build the collection first")
+            self.conn = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, check_same_thread=False)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
+            self.conn.executescript(SCHEMA)
+        self.conn.execute("PRAGMA busy_timeout=10000")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    def __enter__(self) -> "Catalog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # meta
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        """A value from the meta table."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set a meta value (within the caller's transaction)."""
+        self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, str(value)))
+
+    @property
+    def generation(self) -> int:
+        """Bumped on every committed change to the images; the FAISS file records the one it was built from."""
+        return int(self.get_meta("generation", "0"))
+
+    def bump_generation(self) -> int:
+        """Increment the generation inside the current transaction."""
+        new = self.generation + 1
+        self.set_meta("generation", str(new))
+        return new
+
+    # images
+    def count(self) -> int:
+        """Number of indexed images."""
+        return self.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+
+    def fingerprints(self) -> dict[str, tuple[int, int]]:
+        """relpath -> (size, mtime_ns) of every indexed image, for change detection."""
+        return {r: (s, m) for r, s, m in self.conn.execute("SELECT relpath, size, mtime_ns FROM images")}
+
+    def skipped_fingerprints(self) -> dict[str, tuple[int, int, str]]:
+        """relpath -> (size, mtime_ns, reason) of files that failed before, so unchanged ones are not retried."""
+        return {r: (s, m, why) for r, s, m, why in self.conn.execute("SELECT relpath, size, mtime_ns, reason FROM skipped")}
+
+    def upsert(self, images: Iterable[NewImage]) -> None:
+        """Insert or update images by path, keeping the id of a path that was already there."""
+        now = time.time()
+        self.conn.executemany(
+            """INSERT INTO images(relpath, size, mtime_ns, sha256, width, height, code, recon_error, indexed_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(relpath) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,
+                 sha256 = excluded.sha256, width = excluded.width, height = excluded.height,
+                 code = excluded.code, recon_error = excluded.recon_error, indexed_at = excluded.indexed_at""",
+            [
+                (i.relpath, i.size, i.mtime_ns, i.sha256, i.width, i.height,
+                 np.asarray(i.code, "<f4").tobytes(), float(i.recon_error), now)
+                for i in images
+            ],
+        )
+        self.conn.executemany("DELETE FROM skipped WHERE relpath = ?", [(i.relpath,) for i in images])
+
+    def record_skipped(self, rows: Iterable[tuple[str, int, int, str]]) -> None:
+        """Remember files that could not be indexed: (relpath, size, mtime_ns, reason)."""
+        self.conn.executemany("INSERT OR REPLACE INTO skipped(relpath, size, mtime_ns, reason) VALUES (?, ?, ?, ?)", rows)
+
+    def remove(self, relpaths: Iterable[str]) -> int:
+        """Drop images (and skip records) by path; returns how many images were removed."""
+        rows = [(p,) for p in relpaths]
+        before = self.conn.total_changes
+        self.conn.executemany("DELETE FROM images WHERE relpath = ?", rows)
+        removed = self.conn.total_changes - before
+        self.conn.executemany("DELETE FROM skipped WHERE relpath = ?", rows)
+        return removed
+
+    def clear_codes(self) -> None:
+        """Forget every image (used when the collection is re-encoded with a new model)."""
+        self.conn.execute("DELETE FROM images")
+        self.conn.execute("DELETE FROM skipped")
+
+    def all_codes(self, code_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every (id, code) as int64 (n,) and float32 (n, code_size) arrays, in id order."""
+        rows = self.conn.execute("SELECT id, code FROM images ORDER BY id").fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        codes = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), code_size)
+        return ids, codes.astype(np.float32, copy=False)
+
+    def code_of(self, image_id: int) -> np.ndarray | None:
+        """The stored code of one image, or None."""
+        row = self.conn.execute("SELECT code FROM images WHERE id = ?", (image_id,)).fetchone()
+        return None if row is None else np.frombuffer(row[0], dtype="<f4").astype(np.float32)
+
+    def records(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
+        """id -> ImageRecord for the ids that exist."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self.conn.execute(
+            f"SELECT id, relpath, width, height, size, sha256 FROM images WHERE id IN ({marks})", ids
+        )
+        return {r[0]: ImageRecord(*r) for r in rows}
+
+    def recon_errors(self) -> np.ndarray:
+        """Reconstruction errors of all images, (n,) float32."""
+        return np.array([r[0] for r in self.conn.execute("SELECT recon_error FROM images")], dtype=np.float32)
+
+    def iter_relpaths(self) -> Iterator[str]:
+        """Every indexed path."""
+        return (r[0] for r in self.conn.execute("SELECT relpath FROM images ORDER BY relpath"))
+
+    def stats(self) -> dict:
+        """Counts and sizes for `indexer info`."""
+        images, total_bytes = self.conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM images").fetchone()
+        skipped = self.conn.execute("SELECT COUNT(*) FROM skipped").fetchone()[0]
+        return {"images": images, "bytes": total_bytes, "skipped": skipped, "generation": self.generation}

@@ -1,0 +1,114 @@
+"""A built collection opened for searching: verified encoder + catalogue + vectors, consistent with each other."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from encoder.store import ModelError
+from indexer.catalog import Catalog
+from indexer.vectors import VectorIndex, VectorsStale
+
+log = logging.getLogger(__name__)
+
+MODEL_KEY = "model_sha256"
+
+
+def check_model_matches(catalog: Catalog, model_sha256: str, index_dir: str | os.PathLike) -> None:
+    """Refuse an encoder other than the one that made the catalogue's codes."""
+    recorded = catalog.get_meta(MODEL_KEY)
+    if recorded and recorded != model_sha256 and catalog.count():
+        raise ModelError(
+            f"the codes in {index_dir} were made by model sha256:{recorded[:12]}, but its encoder.keras is "
+            f"sha256:{model_sha256[:12]}; codes from different models cannot be compared. Restore the original "
+            "encoder, or re-encode everything with `python -m indexer build IMAGES_DIR --index "
+            f"{index_dir} --retrain`."
+        )
+
+
+def load_vectors(catalog: Catalog, index_dir: str | os.PathLike, code_size: int, save: bool) -> VectorIndex:
+    """The saved vectors if they match the catalogue's generation, else rebuilt from the catalogue."""
+    generation = catalog.generation
+    try:
+        return VectorIndex.load(index_dir, generation)
+    except VectorsStale as why:
+        log.info("building vectors from the catalogue: %s", why)
+    ids, codes = catalog.all_codes(code_size)
+    vectors = VectorIndex.build(ids, codes, generation)
+    if save:
+        vectors.save(index_dir)
+    return vectors
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    id: int
+    path: str  # relative to the indexed folder
+    distance: float  # Euclidean distance between codes
+
+
+@dataclass
+class Collection:
+    """Everything a search needs, loaded once."""
+
+    index_dir: Path
+    encoder: object  # encoder.embed.Encoder; typed loosely so importing this module stays free of TensorFlow
+    catalog: Catalog
+    vectors: VectorIndex
+    # One SQLite connection is shared by the server's threads; the lock keeps their statements apart.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def open(cls, index_dir: str | os.PathLike) -> "Collection":
+        """Open a collection read-only; raise ModelError or FileNotFoundError with advice when it cannot be used."""
+        from encoder.embed import Encoder
+
+        index_dir = Path(index_dir)
+        catalog = Catalog(index_dir, readonly=True)
+        try:
+            encoder = Encoder.load(index_dir)
+            check_model_matches(catalog, encoder.sha256, index_dir)
+            vectors = load_vectors(catalog, index_dir, encoder.code_size, save=False)
+        except BaseException:
+            catalog.close()
+            raise
+        return cls(index_dir, encoder, catalog, vectors)
+
+    @property
+    def images_root(self) -> Path | None:
+        """The indexed folder, as recorded by the last build."""
+        root = self.catalog.get_meta("root")
+        return Path(root) if root else None
+
+    def encode_image(self, source) -> tuple[np.ndarray, float]:
+        """Preprocess and encode one image (path, bytes or file): its (code_size,) code and reconstruction error."""
+        from encoder.preprocess import load_image
+
+        pixels = load_image(source, self.encoder.image_size, self.encoder.channels).pixels[None]  # (1, S, S, C)
+        codes, errors = self.encoder.encode_with_error(pixels)
+        return codes[0], float(errors[0])
+
+    def code_of(self, image_id: int) -> np.ndarray | None:
+        """The stored code of an indexed image, or None for an unknown id."""
+        with self.lock:
+            return self.catalog.code_of(image_id)
+
+    def neighbours(self, code: np.ndarray, k: int, offset: int = 0, exclude: int | None = None) -> list[Hit]:
+        """The `k` images nearest to `code` after skipping `offset`, nearest first, leaving out id `exclude`."""
+        wanted = k + offset + (exclude is not None)
+        distances, ids = self.vectors.search(code[None], wanted)  # (1, wanted) each
+        pairs = [(float(d), int(i)) for d, i in zip(distances[0], ids[0]) if i >= 0 and i != exclude]
+        pairs = pairs[offset : offset + k]
+        with self.lock:
+            records = self.catalog.records(i for _, i in pairs)
+        return [Hit(i, records[i].relpath, d) for d, i in pairs if i in records]
+
+    def close(self) -> None:
+        """Release the catalogue connection."""
+        self.catalog.close()

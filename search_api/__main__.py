@@ -1,0 +1,56 @@
+"""Serve the page and the API with waitress: python -m search_api --index DIR."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from search_api import settings
+
+
+def _parser(defaults: dict) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m search_api", description="Serve a lookalike collection.")
+    for setting in settings.SETTINGS:
+        if setting.flag:
+            parser.add_argument(setting.flag, dest=setting.key, type=setting.parse, default=defaults[setting.key],
+                                help=f"{setting.help} ({setting.env}, default {setting.default})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse settings, load the collection once, serve until interrupted."""
+    try:
+        defaults = settings.from_environment()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    config = {**defaults, **vars(_parser(defaults).parse_args(argv))}
+    logging.basicConfig(level=config["LOG_LEVEL"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not config["INDEX_DIR"]:
+        print("error: no collection given: pass --index DIR or set LOOKALIKE_INDEX", file=sys.stderr)
+        return 2
+
+    import waitress
+
+    from encoder.store import ModelError
+    from search_api.app import create_app
+
+    try:
+        app = create_app(config)
+    except (ModelError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger("search_api").info("serving %s on http://%s:%d/", config["INDEX_DIR"], config["HOST"],
+                                         config["PORT"])
+    # waitress buffers a whole body before the app sees it, so it gets a cap too: a little above Flask's limit,
+    # leaving Flask to answer ordinary oversize uploads with the JSON envelope.
+    waitress.serve(app, host=config["HOST"], port=config["PORT"], threads=config["THREADS"],
+                   max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 1_000_000, ident="lookalike")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""JSON routes under /api."""
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify, request, send_file
+
+from encoder.preprocess import ImageError
+from search_api.engine import Engine, NotFound, SearchResult
+from search_api.errors import ApiError
+from search_api.settings import MAX_K, MAX_OFFSET
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def engine() -> Engine:
+    """The app's Engine, loaded once by create_app."""
+    return current_app.extensions["lookalike.engine"]
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", f"{name} must be a whole number, got {raw[:40]!r}") from None
+    if not low <= value <= high:
+        raise ApiError(400, "invalid_parameter", f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _paging() -> tuple[int, int]:
+    return (_int_arg("k", current_app.config["DEFAULT_K"], 1, MAX_K), _int_arg("offset", 0, 0, MAX_OFFSET))
+
+
+def _uploaded_image() -> bytes:
+    """The image from multipart field `image`, or else the raw body."""
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("image")
+        if upload is None:
+            raise ApiError(400, "missing_image", "send the image as multipart field 'image' or as the request body")
+        data = upload.read()
+    else:
+        data = request.get_data(cache=False)
+    if not data:
+        raise ApiError(400, "missing_image", "the image is empty")
+    return data
+
+
+def _response(result: SearchResult, k: int, offset: int) -> Response:
+    eng = engine()
+    body = {
+        "results": [
+            {"id": h.id, "path": h.path, "distance": round(h.distance, 6), "score": round(eng.score(h.distance), 4),
+             "thumbnail": f"/api/images/{h.id}/thumbnail"}
+            for h in result.hits
+        ],
+        "took_ms": round(result.took_ms, 2),
+        "k": k,
+        "offset": offset,
+        "images": eng.images,
+        "model": eng.model_id,
+    }
+    if result.query is not None:
+        body["query"] = result.query
+    return jsonify(body)
+
+
+def _image_id(raw: str) -> int:
+    # Ids are matched as strings by the route so that a malformed id is a 404 in our envelope, like any unknown id.
+    if not raw.isdigit() or len(raw) > 18:
+        raise ApiError(404, "not_found", f"no image with id {raw[:40]!r}")
+    return int(raw)
+
+
+@bp.post("/search")
+def search_by_image():
+    """Neighbours of an uploaded image."""
+    k, offset = _paging()
+    data = _uploaded_image()
+    try:
+        result = engine().search_image(data, k, offset)
+    except ImageError as exc:
+        raise ApiError(400, "invalid_image", f"cannot use this image: {exc}") from None
+    return _response(result, k, offset)
+
+
+@bp.get("/search")
+def search_by_id():
+    """Neighbours of an indexed image, given as ?id=."""
+    raw = request.args.get("id")
+    if raw is None:
+        raise ApiError(400, "missing_parameter", "give the id of an indexed image as ?id=, or POST an image")
+    if not raw.isdigit():
+        raise ApiError(400, "invalid_parameter", f"id must be a whole number, got {raw[:40]!r}")
+    k, offset = _paging()
+    try:
+        result = engine().search_id(int(raw), k, offset)
+    except NotFound as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    return _response(result, k, offset)
+
+
+@bp.get("/images/<raw_id>")
+def image(raw_id: str):
+    """The original file of an indexed image."""
+    try:
+        path = engine().image_path(_image_id(raw_id))
+    except NotFound as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    return send_file(path, max_age=3600, conditional=True)
+
+
+@bp.get("/images/<raw_id>/thumbnail")
+def thumbnail(raw_id: str):
+    """A JPEG thumbnail of an indexed image."""
+    try:
+        data = engine().thumbnail(_image_id(raw_id))
+    except NotFound as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    except ImageError as exc:
+        raise ApiError(404, "not_found", f"the file of image {raw_id} can no longer be read: {exc}") from None
+    response = Response(data, mimetype="image/jpeg")
+    response.cache_control.max_age = 3600
+    return response
+
+
+@bp.get("/health")
+def health():
+    """Liveness and collection size."""
+    return jsonify({"status": "ok", "images": engine().images})
+
+
+@bp.get("/info")
+def info():
+    """The collection and the model that made its codes."""
+    return jsonify(engine().describe())

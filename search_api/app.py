@@ -1,0 +1,30 @@
+"""The app factory: settings, the Engine (loaded once), blueprints and the error envelope."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+
+from search_api import errors, settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the Flask app; `test_config` overrides settings from the environment."""
+    from search_api import api, web
+    from search_api.engine import Engine
+
+    app = Flask(__name__)
+    app.config.update(settings.from_environment())
+    app.config.update(test_config or {})
+    if not app.config.get("INDEX_DIR"):
+        raise ValueError("no collection given: pass --index DIR or set LOOKALIKE_INDEX")
+    app.config["MAX_CONTENT_LENGTH"] = int(app.config["MAX_UPLOAD_MB"] * 1_000_000)
+    app.json.sort_keys = False  # keep results before metadata, as documented
+    app.extensions["lookalike.engine"] = Engine(app.config["INDEX_DIR"], app.config["THUMBNAIL_SIZE"])
+    errors.register(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(web.bp)
+    return app

@@ -1,0 +1,157 @@
+"""SearchClient: a small Python client for a lookalike server. Depends on requests only (no TF, FAISS or Flask)."""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Union
+
+import requests
+
+__all__ = ["SearchClient", "SearchError", "Hit", "SearchResponse"]
+
+Query = Union[str, os.PathLike, bytes, bytearray, BinaryIO, Any]  # Any: a PIL image or an (H, W, C) uint8 array
+
+
+class SearchError(Exception):
+    """An error answer from the server (or no answer): HTTP status, machine code, message."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One result: the image's id, its path inside the indexed folder, code distance and score in (0, 1]."""
+
+    id: int
+    path: str
+    distance: float
+    score: float
+    thumbnail: str
+
+
+@dataclass(frozen=True)
+class SearchResponse:
+    """A whole answer: the hits plus timing and the model that made the codes; iterates and indexes as its hits."""
+
+    hits: list[Hit]
+    took_ms: float
+    k: int
+    offset: int
+    images: int
+    model: str
+    query: dict[str, Any] | None = None
+
+    def __iter__(self):
+        return iter(self.hits)
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+    def __getitem__(self, i):
+        return self.hits[i]
+
+
+def _as_bytes(image: Query) -> bytes:
+    """The bytes to upload for any supported query type."""
+    if isinstance(image, (bytes, bytearray)):
+        return bytes(image)
+    if isinstance(image, (str, os.PathLike)):
+        with open(image, "rb") as fh:
+            return fh.read()
+    if hasattr(image, "read"):
+        return image.read()
+    if hasattr(image, "save") and hasattr(image, "mode"):  # PIL image: sent losslessly
+        out = io.BytesIO()
+        image.save(out, format="PNG")
+        return out.getvalue()
+    if hasattr(image, "__array_interface__") or hasattr(image, "shape"):  # numpy array
+        from PIL import Image  # only needed for arrays; Pillow is light
+
+        import numpy as np
+
+        array = np.asarray(image)
+        if array.dtype != np.uint8 or array.ndim not in (2, 3):
+            raise TypeError(f"arrays must be (H, W) or (H, W, C) uint8, got {array.shape} {array.dtype}")
+        if array.ndim == 3 and array.shape[2] == 1:
+            array = array[:, :, 0]
+        out = io.BytesIO()
+        Image.fromarray(array).save(out, format="PNG")
+        return out.getvalue()
+    raise TypeError(f"cannot send a {type(image).__name__}: give a path, bytes, a binary file, a PIL image or an array")
+
+
+class SearchClient:
+    """Talks to `python -m search_api`; raises SearchError for any error answer."""
+
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", timeout: float = 10.0,
+                 session: requests.Session | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = session or requests.Session()
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self.session.close()
+
+    def __enter__(self) -> "SearchClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _send(self, method: str, path: str, **kwargs) -> requests.Response:
+        """Send a request; turn any error answer (or no answer) into SearchError."""
+        try:
+            response = self.session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
+        except requests.RequestException as exc:
+            raise SearchError(0, "connection_error", f"cannot reach {self.base_url}: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                error = response.json()["error"]
+                status, code, message = int(error["status"]), str(error["code"]), str(error["message"])
+            except (ValueError, KeyError, TypeError):  # not our envelope: a proxy, or waitress itself
+                status, code, message = response.status_code, "http_error", response.text[:200].strip()
+            raise SearchError(status, code, message)
+        return response
+
+    def _request(self, method: str, path: str, **kwargs) -> dict[str, Any]:
+        response = self._send(method, path, **kwargs)
+        try:
+            return dict(response.json())
+        except (ValueError, TypeError):
+            raise SearchError(response.status_code, "bad_response", "the server did not answer with JSON") from None
+
+    @staticmethod
+    def _parse(body: dict[str, Any]) -> SearchResponse:
+        hits = [Hit(int(r["id"]), r["path"], float(r["distance"]), float(r["score"]), r["thumbnail"])
+                for r in body["results"]]
+        return SearchResponse(hits, float(body["took_ms"]), int(body["k"]), int(body["offset"]), int(body["images"]),
+                              body["model"], body.get("query"))
+
+    def search(self, image: Query, k: int = 10, offset: int = 0) -> SearchResponse:
+        """Nearest neighbours of an image given as a path, bytes, a binary file, a PIL image or a uint8 array."""
+        files = {"image": ("query", _as_bytes(image), "application/octet-stream")}
+        return self._parse(self._request("POST", "/api/search", params={"k": k, "offset": offset}, files=files))
+
+    def search_by_id(self, image_id: int, k: int = 10, offset: int = 0) -> SearchResponse:
+        """Nearest neighbours of an indexed image (the image itself left out)."""
+        return self._parse(self._request("GET", "/api/search", params={"id": image_id, "k": k, "offset": offset}))
+
+    def health(self) -> dict[str, Any]:
+        """{'status': 'ok', 'images': N}."""
+        return self._request("GET", "/api/health")
+
+    def info(self) -> dict[str, Any]:
+        """The collection's size and model."""
+        return self._request("GET", "/api/info")
+
+    def thumbnail(self, image_id: int) -> bytes:
+        """JPEG bytes of an indexed image's thumbnail."""
+        return self._send("GET", f"/api/images/{int(image_id)}/thumbnail").content
+
+    def image(self, image_id: int) -> bytes:
+        """The original file of an indexed image."""
+        return self._send("GET", f"/api/images/{int(image_id)}").content

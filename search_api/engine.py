@@ -1,0 +1,119 @@
+"""Engine: a collection loaded once, answering searches by image, by id, and serving images by id."""
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexer.collection import Collection, Hit
+
+log = logging.getLogger(__name__)
+
+SCALE_SAMPLE = 1000  # codes used to calibrate scores
+UNUSUAL_PERCENTILE = 99.0  # a query reconstructed worse than this share of the collection is "unlike" it
+
+
+class NotFound(LookupError):
+    """An id that is not in the collection, or whose file is gone."""
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Hits plus what a caller needs to present them."""
+
+    hits: list[Hit]
+    took_ms: float
+    query: dict[str, Any] | None = None
+
+
+class Engine:
+    """Thread-safe search over one collection; everything heavy is loaded in the constructor, once."""
+
+    def __init__(self, index_dir: str | os.PathLike, thumbnail_size: int = 256):
+        self.collection = Collection.open(index_dir)
+        self.thumbnail_size = thumbnail_size
+        self.images = len(self.collection.vectors)
+        self.root = self.collection.images_root
+        self._scale = self._calibrate_scale()
+        self._errors = np.sort(self.collection.catalog.recon_errors())  # (n,) ascending, for percentiles
+        self._thumbnail = functools.lru_cache(maxsize=4096)(self._make_thumbnail)
+        self._warm_up()
+        log.info("engine ready: %d images, model %s, score scale %.4f", self.images,
+                 self.collection.encoder.model_id[:19], self._scale)
+
+    def _warm_up(self) -> None:
+        # The first call of a tf.function traces the graph (~0.2 s); pay that at start-up, not on a user's query.
+        encoder = self.collection.encoder
+        encoder.encode_with_error(np.zeros((1, encoder.image_size, encoder.image_size, encoder.channels), np.uint8))
+
+    @property
+    def model_id(self) -> str:
+        """'sha256:<hex>' of the encoder."""
+        return self.collection.encoder.model_id
+
+    def _calibrate_scale(self) -> float:
+        """The median distance to the 10th neighbour: the distance that scores 0.5."""
+        if self.images < 2:
+            return 1.0
+        ids, codes = self.collection.catalog.all_codes(self.collection.encoder.code_size)
+        rows = np.random.default_rng(0).choice(len(codes), min(SCALE_SAMPLE, len(codes)), replace=False)
+        distances, _ = self.collection.vectors.search(codes[rows], min(11, self.images))  # (m, <=11)
+        scale = float(np.median(distances[:, -1]))
+        return scale if scale > 0 else 1.0
+
+    def score(self, distance: float) -> float:
+        """Similarity in (0, 1]: 1 for identical codes, 0.5 at the typical 10th-neighbour distance."""
+        return math.exp(-math.log(2) * distance / self._scale)
+
+    def _unusualness(self, error: float) -> dict[str, Any]:
+        percentile = 100.0 * np.searchsorted(self._errors, error) / max(len(self._errors), 1)
+        return {"reconstruction_error": round(error, 6), "error_percentile": round(float(percentile), 2),
+                "unusual": bool(percentile > UNUSUAL_PERCENTILE)}
+
+    def search_image(self, data: bytes, k: int, offset: int = 0) -> SearchResult:
+        """Neighbours of an uploaded image; raises encoder.preprocess.ImageError for a bad one."""
+        started = time.perf_counter()
+        code, error = self.collection.encode_image(data)
+        hits = self.collection.neighbours(code, k, offset)
+        return SearchResult(hits, (time.perf_counter() - started) * 1000, self._unusualness(error))
+
+    def search_id(self, image_id: int, k: int, offset: int = 0) -> SearchResult:
+        """Neighbours of an indexed image, the image itself left out."""
+        started = time.perf_counter()
+        code = self.collection.code_of(image_id)
+        if code is None:
+            raise NotFound(f"no image with id {image_id}")
+        hits = self.collection.neighbours(code, k, offset, exclude=image_id)
+        return SearchResult(hits, (time.perf_counter() - started) * 1000)
+
+    def image_path(self, image_id: int) -> Path:
+        """The file of an indexed image, guaranteed to lie inside the indexed folder."""
+        with self.collection.lock:
+            record = self.collection.catalog.records([image_id]).get(image_id)
+        if record is None or self.root is None:
+            raise NotFound(f"no image with id {image_id}")
+        path = (self.root / record.relpath).resolve()
+        if not path.is_relative_to(self.root.resolve()) or not path.is_file():
+            raise NotFound(f"the file of image {image_id} is no longer available; re-run the indexer")
+        return path
+
+    def thumbnail(self, image_id: int) -> bytes:
+        """JPEG thumbnail bytes, cached per file version."""
+        path = self.image_path(image_id)
+        return self._thumbnail(path, path.stat().st_mtime_ns)
+
+    def _make_thumbnail(self, path: Path, mtime_ns: int) -> bytes:
+        from encoder.preprocess import thumbnail_jpeg
+
+        return thumbnail_jpeg(path, self.thumbnail_size)
+
+    def describe(self) -> dict[str, Any]:
+        """The collection and model, for /api/info."""
+        return {"images": self.images, **self.collection.encoder.describe()}

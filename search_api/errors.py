@@ -1,0 +1,62 @@
+"""One JSON error envelope for every error, whatever raised it: {"error": {"status", "code", "message"}}."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+# Machine-readable codes for the errors Flask and Werkzeug raise themselves.
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+    500: "internal_error",
+}
+
+
+class ApiError(Exception):
+    """An error to answer with: HTTP status, machine code, human message."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def envelope(status: int, code: str, message: str):
+    """The JSON response for an error."""
+    response = jsonify({"error": {"status": status, "code": code, "message": message}})
+    response.status_code = status
+    return response
+
+
+def register(app: Flask) -> None:
+    """Route every error through the envelope."""
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError):
+        return envelope(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        status = exc.code or 500
+        message = exc.description or exc.name
+        if status == 413:
+            limit = app.config["MAX_CONTENT_LENGTH"]
+            message = f"the request body is larger than the {limit / 1e6:g} MB limit"
+        response = envelope(status, HTTP_CODES.get(status, "http_error"), message)
+        if status == 405 and exc.valid_methods:  # type: ignore[attr-defined]
+            response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return envelope(500, "internal_error", "internal error; the server log has the details")
