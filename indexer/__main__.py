@@ -24,6 +24,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m indexer", description="Index image folders for lookalike.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    # The same flags after the sub-command; SUPPRESS keeps them from resetting a value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars, warnings only")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def index_arg(p: argparse.ArgumentParser) -> None:
@@ -40,14 +45,14 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", type=int, default=int(os.environ.get("LOOKALIKE_WORKERS", 0)),
                        help="decoding processes; 0 = one per core (LOOKALIKE_WORKERS)")
 
-    build = sub.add_parser("build", help="train an encoder if needed, then index new and changed images")
+    build = sub.add_parser("build", parents=[common], help="train an encoder if needed, then index new and changed images")
     training_args(build)
     build.add_argument("--retrain", action="store_true", help="train a new encoder and re-encode everything")
-    train = sub.add_parser("train", help="(re)train the encoder only; the next build re-encodes everything")
+    train = sub.add_parser("train", parents=[common], help="(re)train the encoder only; the next build re-encodes everything")
     training_args(train)
-    info = sub.add_parser("info", help="JSON summary of a collection")
+    info = sub.add_parser("info", parents=[common], help="JSON summary of a collection")
     index_arg(info)
-    search = sub.add_parser("search", help="nearest neighbours of an image, without a server")
+    search = sub.add_parser("search", parents=[common], help="nearest neighbours of an image, without a server")
     index_arg(search)
     search.add_argument("query", type=Path, metavar="QUERY_IMAGE")
     search.add_argument("-k", type=_positive, default=10, help="how many results (10)")
@@ -90,12 +95,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     with Catalog(args.index, readonly=True) as catalog:
         stats = catalog.stats()
         root = catalog.get_meta("root")
+    from indexer.build import SKIPPED_FILE
+
+    skipped_file = args.index / SKIPPED_FILE
+    # skipped.tsv is the last run's full list (non-image files included), so it is what `info` counts.
+    skipped = len(skipped_file.read_text().splitlines()) - 1 if skipped_file.is_file() else 0
     training = dict(info.get("training", {}))
     training.pop("history", None)  # per-epoch losses are in the loss-curve PNG; keep the summary readable
     print(json.dumps({
         "index": str(args.index.resolve()),
         "images_root": root,
         **stats,
+        "skipped": skipped,
         "model": f"sha256:{info['sha256']}",
         "encoder": {k: info[k] for k in ("variant", "image_size", "channels", "code_size")},
         "training": training,

@@ -194,5 +194,4 @@ class Catalog:
     def stats(self) -> dict:
         """Counts and sizes for `indexer info`."""
         images, total_bytes = self.conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM images").fetchone()
-        skipped = self.conn.execute("SELECT COUNT(*) FROM skipped").fetchone()[0]
-        return {"images": images, "bytes": total_bytes, "skipped": skipped, "generation": self.generation}
+        return {"images": images, "bytes": total_bytes, "generation": self.generation}
