@@ -7,7 +7,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 
@@ -68,7 +68,7 @@ class Catalog:
     """One SQLite connection to `INDEX_DIR/catalog.sqlite` (WAL mode; readers never block the writer)."""
 
     def __init__(self, index_dir: str | os.PathLike, readonly: bool = False):
-        self.path = Path(index_dir) / CATALOG_FILE
+        self.path = Path(index_dir).resolve() / CATALOG_FILE  # absolute: read-only opens go through a file: URI
         if readonly:
             if not self.path.is_file():
                 raise FileNotFoundError(f"no catalogue at {self.path}: build the collection first")
@@ -186,10 +186,6 @@ class Catalog:
     def recon_errors(self) -> np.ndarray:
         """Reconstruction errors of all images, (n,) float32."""
         return np.array([r[0] for r in self.conn.execute("SELECT recon_error FROM images")], dtype=np.float32)
-
-    def iter_relpaths(self) -> Iterator[str]:
-        """Every indexed path."""
-        return (r[0] for r in self.conn.execute("SELECT relpath FROM images ORDER BY relpath"))
 
     def stats(self) -> dict:
         """Counts and sizes for `indexer info`."""

@@ -110,3 +110,27 @@ def test_changed_and_deleted_files_through_the_cli(tmp_path):
     write_images(images, 2, start=200, sub="new")
     summary = json.loads(run_cli("indexer", "build", str(images), "--index", str(index), "--quiet").stdout)
     assert (summary["indexed"], summary["unchanged"], summary["removed"], summary["images"]) == (3, 10, 1, 13)
+
+
+def test_relative_paths_work_from_any_folder(tiny_collection, tmp_path):
+    # Users type `--index demo-index`; every command must accept paths relative to where they run it.
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    work = tmp_path / "work"
+    shutil.copytree(tiny_collection.images_dir, work / "photos")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", *args], cwd=work, env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    built = run("indexer", "build", "photos", "--index", "idx", "--quiet", *TINY)
+    assert built.returncode == 0, built.stderr
+    assert json.loads(run("indexer", "info", "--index", "idx").stdout)["images"] == 40
+    found = run("indexer", "search", "--index", "idx", "photos/pngs/img_0105.png", "-k", "1")
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)["results"][0]["path"] == "pngs/img_0105.png"
