@@ -4,17 +4,36 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sqlite3
 import sys
 
 from search_api import settings
+
+
+def _flag_type(setting: settings.Setting):
+    """The setting's parser, with its complaint passed on to argparse's one-line usage error."""
+
+    def parse(raw: str):
+        try:
+            return setting.parse(raw)
+        except ValueError as why:
+            raise argparse.ArgumentTypeError(f"{raw[:40]!r}: {why}") from None
+
+    return parse
+
+
+def _shown(value) -> str:
+    """A default as the README's table shows it: 20.0 as 20."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _parser(defaults: dict) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m search_api", description="Serve a lookalike collection.")
     for setting in settings.SETTINGS:
         if setting.flag:
-            parser.add_argument(setting.flag, dest=setting.key, type=setting.parse, default=defaults[setting.key],
-                                help=f"{setting.help} ({setting.env}, default {setting.default})")
+            default = "" if setting.default is None else f", default {_shown(setting.default)}"
+            parser.add_argument(setting.flag, dest=setting.key, type=_flag_type(setting),
+                                default=defaults[setting.key], help=f"{setting.help} ({setting.env}{default})")
     return parser
 
 
@@ -26,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     config = {**defaults, **vars(_parser(defaults).parse_args(argv))}
-    logging.basicConfig(level=config["LOG_LEVEL"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not config["INDEX_DIR"]:
@@ -40,15 +59,24 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         app = create_app(config)
-    except (ModelError, FileNotFoundError, ValueError) as exc:
+    except (ModelError, OSError, ValueError) as exc:  # no collection, unreadable files, a modified model
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:
+        print(f"error: cannot read the catalogue in {config['INDEX_DIR']}: {exc}; re-run the indexer", file=sys.stderr)
+        return 2
+    # waitress buffers a whole body before the app sees it, so it gets a cap too: a little above Flask's limit,
+    # leaving Flask to answer ordinary oversize uploads with the JSON envelope.
+    try:
+        server = waitress.create_server(app, host=config["HOST"], port=config["PORT"], threads=config["THREADS"],
+                                        max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 1_000_000,
+                                        ident="lookalike")
+    except (OSError, ValueError) as exc:  # port taken, no such host, permission denied
+        print(f"error: cannot listen on {config['HOST']}:{config['PORT']}: {exc}", file=sys.stderr)
         return 2
     logging.getLogger("search_api").info("serving %s on http://%s:%d/", config["INDEX_DIR"], config["HOST"],
                                          config["PORT"])
-    # waitress buffers a whole body before the app sees it, so it gets a cap too: a little above Flask's limit,
-    # leaving Flask to answer ordinary oversize uploads with the JSON envelope.
-    waitress.serve(app, host=config["HOST"], port=config["PORT"], threads=config["THREADS"],
-                   max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 1_000_000, ident="lookalike")
+    server.run()  # until interrupted; waitress shuts its threads down on Ctrl-C
     return 0
 
 

@@ -1,12 +1,17 @@
 """JSON routes under /api."""
 from __future__ import annotations
 
+import logging
+import re
+
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
 from encoder.preprocess import ImageError
 from search_api.engine import Engine, NotFound, SearchResult
 from search_api.errors import ApiError
 from search_api.settings import MAX_K, MAX_OFFSET
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -20,13 +25,13 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, "invalid_parameter", f"{name} must be a whole number, got {raw[:40]!r}") from None
-    if not low <= value <= high:
-        raise ApiError(400, "invalid_parameter", f"{name} must be between {low} and {high}, got {value}")
-    return value
+    # ASCII digits only: int() would also take " 5", "1_0", "+5" and non-ASCII digits.
+    if not re.fullmatch(r"-?[0-9]+", raw):
+        raise ApiError(400, "invalid_parameter", f"{name} must be a whole number, got {raw[:40]!r}")
+    # A number of more than 9 digits is out of range whatever it is; no need to convert it to know.
+    if len(raw.lstrip("-").lstrip("0")) > 9 or not low <= int(raw) <= high:
+        raise ApiError(400, "invalid_parameter", f"{name} must be between {low} and {high}, got {raw[:40]}")
+    return int(raw)
 
 
 def _paging() -> tuple[int, int]:
@@ -47,11 +52,16 @@ def _uploaded_image() -> bytes:
     return data
 
 
+def significant(value: float, digits: int = 4) -> float:
+    """`value` to `digits` significant digits: a far neighbour's tiny score stays above 0, as documented."""
+    return float(f"{value:.{digits}g}")
+
+
 def _response(result: SearchResult, k: int, offset: int) -> Response:
     eng = engine()
     body = {
         "results": [
-            {"id": h.id, "path": h.path, "distance": round(h.distance, 6), "score": round(eng.score(h.distance), 4),
+            {"id": h.id, "path": h.path, "distance": round(h.distance, 6), "score": significant(eng.score(h.distance)),
              "thumbnail": f"/api/images/{h.id}/thumbnail"}
             for h in result.hits
         ],
@@ -66,9 +76,14 @@ def _response(result: SearchResult, k: int, offset: int) -> Response:
     return jsonify(body)
 
 
+def _is_id(raw: str) -> bool:
+    """ASCII digits that fit an SQLite integer (str.isdigit alone also takes '²' and other scripts' digits)."""
+    return raw.isascii() and raw.isdigit() and len(raw) <= 18
+
+
 def _image_id(raw: str) -> int:
     # Ids are matched as strings by the route so that a malformed id is a 404 in our envelope, like any unknown id.
-    if not raw.isdigit() or len(raw) > 18:
+    if not _is_id(raw):
         raise ApiError(404, "not_found", f"no image with id {raw[:40]!r}")
     return int(raw)
 
@@ -91,9 +106,11 @@ def search_by_id():
     raw = request.args.get("id")
     if raw is None:
         raise ApiError(400, "missing_parameter", "give the id of an indexed image as ?id=, or POST an image")
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise ApiError(400, "invalid_parameter", f"id must be a whole number, got {raw[:40]!r}")
     k, offset = _paging()
+    if not _is_id(raw):
+        raise ApiError(404, "not_found", f"no image with id {raw[:40]}")
     try:
         result = engine().search_id(int(raw), k, offset)
     except NotFound as exc:
@@ -108,7 +125,12 @@ def image(raw_id: str):
         path = engine().image_path(_image_id(raw_id))
     except NotFound as exc:
         raise ApiError(404, "not_found", str(exc)) from None
-    return send_file(path, max_age=3600, conditional=True)
+    try:
+        response = send_file(path, max_age=3600, conditional=True)
+    except OSError:  # removed since image_path looked
+        raise ApiError(404, "not_found", f"the file of image {raw_id} is no longer available") from None
+    response.headers["X-Content-Type-Options"] = "nosniff"  # served as the image type its name says, never sniffed
+    return response
 
 
 @bp.get("/images/<raw_id>/thumbnail")
@@ -119,7 +141,10 @@ def thumbnail(raw_id: str):
     except NotFound as exc:
         raise ApiError(404, "not_found", str(exc)) from None
     except ImageError as exc:
-        raise ApiError(404, "not_found", f"the file of image {raw_id} can no longer be read: {exc}") from None
+        # The reason stays in the log: it can name the file, and server paths are not for clients.
+        log.warning("thumbnail of image %s: %s", raw_id, exc)
+        raise ApiError(404, "not_found",
+                       f"the file of image {raw_id} can no longer be read; re-run the indexer") from None
     response = Response(data, mimetype="image/jpeg")
     response.cache_control.max_age = 3600
     return response

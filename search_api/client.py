@@ -10,6 +10,13 @@ import requests
 
 __all__ = ["SearchClient", "SearchError", "Hit", "SearchResponse"]
 
+# Codes for error answers that do not carry the server's envelope (waitress's own 413, a proxy's 502, ...).
+_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                 405: "method_not_allowed", 413: "too_large", 429: "too_many_requests", 500: "internal_error",
+                 502: "bad_gateway", 503: "unavailable", 504: "gateway_timeout"}
+# PIL modes a PNG holds as they are; anything else (CMYK, YCbCr, HSV, LAB, F) is sent as RGB.
+_PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"})
+
 Query = Union[str, os.PathLike, bytes, bytearray, BinaryIO, Any]  # Any: a PIL image or an (H, W, C) uint8 array
 
 
@@ -62,10 +69,13 @@ def _as_bytes(image: Query) -> bytes:
         with open(image, "rb") as fh:
             return fh.read()
     if hasattr(image, "read"):
-        return image.read()
+        data = image.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError("open the file in binary mode ('rb')")
+        return bytes(data)
     if hasattr(image, "save") and hasattr(image, "mode"):  # PIL image: sent losslessly
         out = io.BytesIO()
-        image.save(out, format="PNG")
+        (image if image.mode in _PNG_MODES else image.convert("RGB")).save(out, format="PNG")
         return out.getvalue()
     if hasattr(image, "__array_interface__") or hasattr(image, "shape"):  # numpy array
         from PIL import Image  # only needed for arrays; Pillow is light
@@ -106,6 +116,8 @@ class SearchClient:
         """Send a request; turn any error answer (or no answer) into SearchError."""
         try:
             response = self.session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
+        except requests.Timeout as exc:
+            raise SearchError(0, "timeout", f"no answer from {self.base_url} within {self.timeout} s: {exc}") from None
         except requests.RequestException as exc:
             raise SearchError(0, "connection_error", f"cannot reach {self.base_url}: {exc}") from None
         if response.status_code >= 400:
@@ -113,7 +125,9 @@ class SearchClient:
                 error = response.json()["error"]
                 status, code, message = int(error["status"]), str(error["code"]), str(error["message"])
             except (ValueError, KeyError, TypeError):  # not our envelope: a proxy, or waitress itself
-                status, code, message = response.status_code, "http_error", response.text[:200].strip()
+                status = response.status_code
+                code = _STATUS_CODES.get(status, "http_error")
+                message = response.text[:200].strip() or response.reason or code
             raise SearchError(status, code, message)
         return response
 

@@ -107,7 +107,11 @@ class Engine:
     def thumbnail(self, image_id: int) -> bytes:
         """JPEG thumbnail bytes, cached per file version."""
         path = self.image_path(image_id)
-        return self._thumbnail(path, path.stat().st_mtime_ns)
+        try:
+            mtime_ns = path.stat().st_mtime_ns
+        except OSError:  # removed since image_path looked
+            raise NotFound(f"the file of image {image_id} is no longer available; re-run the indexer") from None
+        return self._thumbnail(path, mtime_ns)
 
     def _make_thumbnail(self, path: Path, mtime_ns: int) -> bytes:
         from encoder.preprocess import thumbnail_jpeg

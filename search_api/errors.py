@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,12 @@ def register(app: Flask) -> None:
         status = exc.code or 500
         message = exc.description or exc.name
         if status == 413:
-            limit = app.config["MAX_CONTENT_LENGTH"]
-            message = f"the request body is larger than the {limit / 1e6:g} MB limit"
+            limit, length = app.config["MAX_CONTENT_LENGTH"], request.content_length
+            if length is not None and length <= limit:  # the body fits: Werkzeug's caps on form fields or parts
+                message = ("the form is over the limits for text fields (MAX_FORM_MEMORY_SIZE) or parts; "
+                           "send the image as a file in field 'image'")
+            else:
+                message = f"the request body is larger than the {limit / 1e6:g} MB limit"
         response = envelope(status, HTTP_CODES.get(status, "http_error"), message)
         if status == 405 and exc.valid_methods:  # type: ignore[attr-defined]
             response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]

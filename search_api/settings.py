@@ -1,9 +1,51 @@
 """Service settings as data: one place for names, defaults, environment variables and help (the README's table)."""
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
+
+MAX_K = 1000
+MAX_OFFSET = 10_000
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+# Parsers: a string in, a checked value out, or ValueError saying what is expected (the caller names the setting).
+def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    """A parser of whole numbers from `low` to `high` (no upper bound when None)."""
+    expected = f"a whole number from {low} to {high}" if high is not None else f"a whole number, at least {low}"
+
+    def parse(raw: str) -> int:
+        text = raw.strip()
+        if not re.fullmatch(r"[+-]?[0-9]{1,12}", text):
+            raise ValueError(f"expected {expected}")
+        value = int(text)
+        if value < low or (high is not None and value > high):
+            raise ValueError(f"expected {expected}")
+        return value
+
+    return parse
+
+
+def positive_number(raw: str) -> float:
+    """A finite number above zero."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("expected a number above 0") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("expected a number above 0")
+    return value
+
+
+def log_level(raw: str) -> str:
+    """A logging level name, upper-cased."""
+    level = raw.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+    return level
 
 
 @dataclass(frozen=True)
@@ -22,17 +64,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("INDEX_DIR", "LOOKALIKE_INDEX", None, str, "collection folder made by `python -m indexer build`", "--index"),
     Setting("HOST", "LOOKALIKE_HOST", "127.0.0.1", str, "address to listen on (0.0.0.0 exposes it to the network)",
             "--host"),
-    Setting("PORT", "LOOKALIKE_PORT", 8000, int, "TCP port", "--port"),
-    Setting("THREADS", "LOOKALIKE_THREADS", 8, int, "waitress worker threads (concurrent requests)", "--threads"),
-    Setting("MAX_UPLOAD_MB", "LOOKALIKE_MAX_UPLOAD_MB", 20.0, float,
+    Setting("PORT", "LOOKALIKE_PORT", 8000, whole_number(1, 65535), "TCP port", "--port"),
+    Setting("THREADS", "LOOKALIKE_THREADS", 8, whole_number(1, 1000), "waitress worker threads (concurrent requests)",
+            "--threads"),
+    Setting("MAX_UPLOAD_MB", "LOOKALIKE_MAX_UPLOAD_MB", 20.0, positive_number,
             "largest accepted request body in MB; larger gets 413", "--max-upload-mb"),
-    Setting("DEFAULT_K", "LOOKALIKE_DEFAULT_K", 10, int, "results per search when `k` is not given"),
-    Setting("THUMBNAIL_SIZE", "LOOKALIKE_THUMBNAIL_SIZE", 256, int, "long side of thumbnails in pixels"),
-    Setting("LOG_LEVEL", "LOOKALIKE_LOG_LEVEL", "INFO", str, "logging level (DEBUG, INFO, WARNING)"),
+    Setting("DEFAULT_K", "LOOKALIKE_DEFAULT_K", 10, whole_number(1, MAX_K), "results per search when `k` is not given"),
+    Setting("THUMBNAIL_SIZE", "LOOKALIKE_THUMBNAIL_SIZE", 256, whole_number(1), "long side of thumbnails in pixels"),
+    Setting("LOG_LEVEL", "LOOKALIKE_LOG_LEVEL", "INFO", log_level, "logging level (DEBUG, INFO, WARNING)"),
 )
-
-MAX_K = 1000
-MAX_OFFSET = 10_000
 
 
 def from_environment(environ: dict[str, str] | None = None) -> dict[str, Any]:
@@ -46,6 +86,6 @@ def from_environment(environ: dict[str, str] | None = None) -> dict[str, Any]:
             continue
         try:
             config[setting.key] = setting.parse(raw)
-        except ValueError:
-            raise ValueError(f"{setting.env}={raw!r} is not a valid {setting.parse.__name__}") from None
+        except ValueError as why:
+            raise ValueError(f"{setting.env}={raw[:40]!r}: {why}") from None
     return config
