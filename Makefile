@@ -1,6 +1,6 @@
 # The two commands of the README: `make demo` and `make test`. Both install what they need first.
 PYTHON ?= python3
-PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check
+PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore
 DEMO_INDEX ?= demo-index
 HOST ?= 127.0.0.1
 PORT ?= 8000
