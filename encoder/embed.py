@@ -61,21 +61,21 @@ class Encoder:
         return tf.cast(pixels, tf.float32) / 255.0  # (B, S, S, C) in [0, 1]
 
     def _encode_graph(self, pixels):
-        return self.model.encoder(self._unit(pixels), training=False)  # (B, code_size)
+        return self.model.encode(self._unit(pixels))  # (B, code_size)
 
     def _encode_and_score_graph(self, pixels):
         import tensorflow as tf
 
         x = self._unit(pixels)
-        codes = self.model.encoder(x, training=False)  # (B, code_size)
-        recon = self.model.decoder(codes, training=False)  # (B, S, S, C)
+        codes = self.model.encode(x)  # (B, code_size)
+        recon = self.model.decode(codes)  # (B, S, S, C)
         error = tf.reduce_mean(tf.square(recon - x), axis=[1, 2, 3])  # (B,) mean squared error per pixel
         return codes, error
 
     def _reconstruct_graph(self, pixels):
         import tensorflow as tf
 
-        recon = self.model.decoder(self.model.encoder(self._unit(pixels), training=False), training=False)
+        recon = self.model.decode(self.model.encode(self._unit(pixels)))
         return tf.cast(tf.round(recon * 255.0), tf.uint8)  # (B, S, S, C)
 
     def _check(self, pixels: np.ndarray) -> np.ndarray:

@@ -4,8 +4,9 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-VARIANTS = ("denoising",)
-DEFAULT_VARIANT = "denoising"
+from encoder.variants import DEFAULT_VARIANT, VARIANTS
+
+DENSE_WIDTHS = (1000, 500, 250)  # Hinton & Salakhutdinov (2006): 784-1000-500-250-30
 
 
 def downsampling_plan(image_size: int, max_steps: int = 4) -> tuple[int, int]:
@@ -19,12 +20,14 @@ def downsampling_plan(image_size: int, max_steps: int = 4) -> tuple[int, int]:
 
 @keras.saving.register_keras_serializable(package="lookalike")
 class Corruption(layers.Layer):
-    """Training-only corruption for denoising: gaussian noise plus one random occlusion box per image."""
+    """Training-only corruption for denoising: gaussian noise, one random occlusion box, salt-and-pepper pixels."""
 
-    def __init__(self, noise_std: float = 0.1, occlusion: float = 0.5, seed: int | None = None, **kwargs):
+    def __init__(self, noise_std: float = 0.1, occlusion: float = 0.5, salt_pepper: float = 0.0,
+                 seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.noise_std = float(noise_std)
         self.occlusion = float(occlusion)  # probability that an image gets a box
+        self.salt_pepper = float(salt_pepper)  # share of pixels set to black or white
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -36,6 +39,10 @@ class Corruption(layers.Layer):
             x = x + keras.random.normal(ops.shape(x), stddev=self.noise_std, seed=self.seed_generator)
         if self.occlusion > 0:
             x = self._occlude(x)
+        if self.salt_pepper > 0:
+            shape = ops.shape(x)
+            u = keras.random.uniform((shape[0], shape[1], shape[2], 1), seed=self.seed_generator)  # (B, H, W, 1)
+            x = ops.where(u < self.salt_pepper / 2, 0.0, ops.where(u > 1 - self.salt_pepper / 2, 1.0, x))
         return ops.clip(x, 0.0, 1.0)
 
     def _occlude(self, x):
@@ -62,10 +69,11 @@ class Corruption(layers.Layer):
         return x * (1.0 - mask) + fill * mask
 
     def get_config(self):
-        return {**super().get_config(), "noise_std": self.noise_std, "occlusion": self.occlusion, "seed": self.seed}
+        return {**super().get_config(), "noise_std": self.noise_std, "occlusion": self.occlusion,
+                "salt_pepper": self.salt_pepper, "seed": self.seed}
 
 
-def _conv_encoder(image_size: int, channels: int, code_size: int) -> keras.Model:
+def _conv_encoder(image_size: int, channels: int, outputs: int) -> keras.Model:
     steps, side = downsampling_plan(image_size)
     inputs = keras.Input((image_size, image_size, channels))  # (B, S, S, C) in [0, 1]
     x = inputs
@@ -74,7 +82,7 @@ def _conv_encoder(image_size: int, channels: int, code_size: int) -> keras.Model
         x = layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(x)  # side halves
         x = layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
     x = layers.Flatten()(x)  # (B, side * side * filters)
-    code = layers.Dense(code_size, name="code")(x)  # (B, code_size), linear: distances are taken here
+    code = layers.Dense(outputs, name="code")(x)  # (B, outputs), linear: distances are taken here
     return keras.Model(inputs, code, name="encoder")
 
 
@@ -90,9 +98,40 @@ def _conv_decoder(image_size: int, channels: int, code_size: int) -> keras.Model
     return keras.Model(code, outputs, name="decoder")
 
 
+def dense_widths(image_size: int, channels: int) -> tuple[int, ...]:
+    """Hidden widths of the dense autoencoder: 1000-500-250 at 784 inputs, scaled by sqrt(inputs / 784)."""
+    scale = min(2.0, max(0.5, (image_size * image_size * channels / 784) ** 0.5))
+    return tuple(int(round(w * scale)) for w in DENSE_WIDTHS)
+
+
+def _dense_encoder(image_size: int, channels: int, outputs: int) -> keras.Model:
+    inputs = keras.Input((image_size, image_size, channels))
+    x = layers.Flatten()(inputs)  # (B, S*S*C)
+    for width in dense_widths(image_size, channels):
+        x = layers.Dense(width, activation="relu")(x)
+    code = layers.Dense(outputs, name="code")(x)  # (B, outputs)
+    return keras.Model(inputs, code, name="encoder")
+
+
+def _dense_decoder(image_size: int, channels: int, code_size: int) -> keras.Model:
+    code = keras.Input((code_size,))
+    x = code
+    for width in reversed(dense_widths(image_size, channels)):
+        x = layers.Dense(width, activation="relu")(x)
+    x = layers.Dense(image_size * image_size * channels, activation="sigmoid")(x)  # (B, S*S*C)
+    outputs = layers.Reshape((image_size, image_size, channels))(x)
+    return keras.Model(code, outputs, name="decoder")
+
+
 @keras.saving.register_keras_serializable(package="lookalike")
 class Autoencoder(keras.Model):
-    """Convolutional denoising autoencoder: corrupt (training only) -> encoder -> code -> decoder."""
+    """The autoencoder family behind one interface: corrupt (denoising, training only) -> encoder -> code -> decoder.
+
+    dense: Hinton & Salakhutdinov's deep MLP. conv: stride-2 convolutions. denoising: conv, trained to rebuild the
+    clean image from a corrupted one. sparse: conv with an L1 penalty on the code. contractive: conv with a
+    stochastic estimate of the encoder's Jacobian norm as a penalty. variational: conv encoder giving the mean and
+    log-variance of q(z|x), a KL term, and the mean as the code.
+    """
 
     def __init__(
         self,
@@ -102,6 +141,11 @@ class Autoencoder(keras.Model):
         variant: str = DEFAULT_VARIANT,
         noise_std: float = 0.1,
         occlusion: float = 0.5,
+        salt_pepper: float = 0.0,
+        sparsity: float = 1e-3,
+        contraction: float = 1e-3,
+        contraction_sigma: float = 0.05,
+        kl_weight: float = 0.05,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -115,14 +159,50 @@ class Autoencoder(keras.Model):
         self.variant = variant
         self.noise_std = float(noise_std)
         self.occlusion = float(occlusion)
-        self.corruption = Corruption(noise_std, occlusion, name="corruption")
-        self.encoder = _conv_encoder(self.image_size, self.channels, self.code_size)
-        self.decoder = _conv_decoder(self.image_size, self.channels, self.code_size)
+        self.salt_pepper = float(salt_pepper)
+        self.sparsity = float(sparsity)
+        self.contraction = float(contraction)
+        self.contraction_sigma = float(contraction_sigma)
+        self.kl_weight = float(kl_weight)
+        denoising = variant == "denoising"
+        self.corruption = Corruption(noise_std if denoising else 0.0, occlusion if denoising else 0.0,
+                                     salt_pepper if denoising else 0.0, name="corruption")
+        make_encoder, make_decoder = (_dense_encoder, _dense_decoder) if variant == "dense" else (
+            _conv_encoder, _conv_decoder)
+        outputs = 2 * self.code_size if variant == "variational" else self.code_size  # mean and log-variance
+        self.encoder = make_encoder(self.image_size, self.channels, outputs)
+        self.decoder = make_decoder(self.image_size, self.channels, self.code_size)
+        self._pixels = float(self.image_size * self.image_size * self.channels)
+
+    def encode(self, x, training=False):
+        """(B, S, S, C) in [0, 1] -> (B, code_size): the code distances are taken on (q(z|x)'s mean for a VAE)."""
+        h = self.encoder(x, training=training)
+        return h[:, : self.code_size] if self.variant == "variational" else h
+
+    def decode(self, z, training=False):
+        """(B, code_size) -> (B, S, S, C) in [0, 1]."""
+        return self.decoder(z, training=training)
 
     def call(self, x, training=False):
-        # x: (B, S, S, C) float32 in [0, 1] -> reconstruction of the clean x, same shape
-        z = self.encoder(self.corruption(x, training=training), training=training)
-        return self.decoder(z, training=training)
+        # x: (B, S, S, C) float32 in [0, 1] -> reconstruction of the clean x, same shape.
+        # The penalties are divided by the pixel count because the reconstruction loss is a per-pixel mean.
+        h = self.encoder(self.corruption(x, training=training), training=training)
+        if self.variant == "variational":
+            mean, log_var = h[:, : self.code_size], h[:, self.code_size :]  # (B, code) each
+            z = mean
+            if training:
+                z = mean + ops.exp(0.5 * log_var) * keras.random.normal(ops.shape(mean))
+                kl = -0.5 * ops.mean(ops.sum(1.0 + log_var - ops.square(mean) - ops.exp(log_var), axis=1))
+                self.add_loss(self.kl_weight * kl / self._pixels)
+            return self.decoder(z, training=training)
+        if training and self.variant == "sparse":
+            self.add_loss(self.sparsity * ops.mean(ops.abs(h)))
+        if training and self.variant == "contractive":
+            # ||J_f(x)||_F^2 ~= E ||f(x + e) - f(x)||^2 / sigma^2 for e ~ N(0, sigma^2): no per-sample Jacobian needed.
+            nudged = self.encoder(x + self.contraction_sigma * keras.random.normal(ops.shape(x)), training=training)
+            jacobian = ops.mean(ops.sum(ops.square(nudged - h), axis=1)) / self.contraction_sigma**2
+            self.add_loss(self.contraction * jacobian / self._pixels)
+        return self.decoder(h, training=training)
 
     def get_config(self):
         return {
@@ -133,6 +213,11 @@ class Autoencoder(keras.Model):
             "variant": self.variant,
             "noise_std": self.noise_std,
             "occlusion": self.occlusion,
+            "salt_pepper": self.salt_pepper,
+            "sparsity": self.sparsity,
+            "contraction": self.contraction,
+            "contraction_sigma": self.contraction_sigma,
+            "kl_weight": self.kl_weight,
         }
 
 

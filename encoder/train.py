@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from encoder import store
+from encoder.variants import DEFAULT_VARIANT
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +23,24 @@ class TrainConfig:
     image_size: int = 64
     channels: int = 3
     code_size: int = 30
-    variant: str = "denoising"
+    variant: str = DEFAULT_VARIANT
     epochs: int = 30
     batch_size: int = 64
     learning_rate: float = 1e-3
     validation_fraction: float = 0.1
     patience: int = 4
-    noise_std: float = 0.1
-    occlusion: float = 0.5
+    noise_std: float = 0.1  # denoising: gaussian noise sigma, in [0, 1] pixel units
+    occlusion: float = 0.5  # denoising: probability of an occlusion box per image
+    salt_pepper: float = 0.02  # denoising: share of pixels set to black or white
+    sparsity: float = 1e-3  # sparse: weight of the L1 penalty on the code
+    contraction: float = 1e-3  # contractive: weight of the Jacobian penalty
+    kl_weight: float = 0.05  # variational: weight of the KL term
     seed: int = 0
+
+    def model_options(self) -> dict[str, float]:
+        """The variant's knobs, as Autoencoder keyword arguments."""
+        return {k: getattr(self, k) for k in ("noise_std", "occlusion", "salt_pepper", "sparsity", "contraction",
+                                               "kl_weight")}
 
 
 def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,10 +121,8 @@ def train(pixels: np.ndarray, config: TrainConfig, index_dir: str | os.PathLike)
         raise ValueError(f"training images have shape {pixels.shape[1:]}, config expects {expected}")
     keras.utils.set_random_seed(config.seed)
     train_idx, val_idx = _split(len(pixels), config.validation_fraction, config.seed)
-    model = build_autoencoder(
-        config.image_size, config.channels, config.code_size, config.variant,
-        noise_std=config.noise_std, occlusion=config.occlusion,
-    )
+    model = build_autoencoder(config.image_size, config.channels, config.code_size, config.variant,
+                              **config.model_options())
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
     callbacks = [_progress_callback(config.epochs)]
     validation = None

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from encoder.store import ModelError
+from encoder.variants import DEFAULT_VARIANT, VARIANTS
 
 log = logging.getLogger("indexer")
 
@@ -17,6 +18,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
     return value
 
 
@@ -40,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--epochs", type=_positive, help="most training epochs (early stopping may end sooner; 30)")
         p.add_argument("--code-size", type=_positive, help="numbers per image code (30)")
         p.add_argument("--image-size", type=_positive, help="side in pixels the model sees (64)")
+        p.add_argument("--variant", choices=VARIANTS,
+                       help=f"autoencoder family member ({DEFAULT_VARIANT}); see the README")
+        p.add_argument("--noise-std", type=_fraction, help="denoising: gaussian noise sigma in [0, 1] pixel units (0.1)")
+        p.add_argument("--occlusion", type=_fraction, help="denoising: probability of an occlusion box (0.5)")
+        p.add_argument("--salt-pepper", type=_fraction, help="denoising: share of pixels set black or white (0.02)")
         p.add_argument("--max-train-images", type=_positive, default=10_000,
                        help="train on a random sample of at most this many images (10000)")
         p.add_argument("--workers", type=int, default=int(os.environ.get("LOOKALIKE_WORKERS", 0)),
@@ -62,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
 def _options(args: argparse.Namespace):
     from indexer.build import BuildOptions
 
+    training = {k: getattr(args, k) for k in ("noise_std", "occlusion", "salt_pepper") if getattr(args, k) is not None}
     return BuildOptions(image_size=args.image_size, code_size=args.code_size, epochs=args.epochs,
+                        variant=args.variant, training=training,
                         retrain=getattr(args, "retrain", False), max_train_images=args.max_train_images,
                         workers=args.workers, progress=not args.quiet)
 

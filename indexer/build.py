@@ -41,6 +41,8 @@ class BuildOptions:
     image_size: int | None = None
     code_size: int | None = None
     epochs: int | None = None
+    variant: str | None = None
+    training: dict = field(default_factory=dict)  # other TrainConfig fields (corruption levels, penalty weights)
     retrain: bool = False
     max_train_images: int = 10_000
     workers: int = 0  # 0: one per core
@@ -163,12 +165,13 @@ def train_on(root: Path, entries: list[FileEntry], index_dir: Path, options: Bui
         channels = 1
         decoded = read(1, "reading for training (grey)")
     config = TrainConfig(image_size=size, channels=channels, code_size=options.code_size or defaults.code_size,
-                         epochs=options.epochs or defaults.epochs)
+                         epochs=options.epochs or defaults.epochs, variant=options.variant or defaults.variant,
+                         **options.training)
     return train(np.stack([d.pixels for d in decoded]), config, index_dir), decoded
 
 
 def _check_options_fit(info: dict, options: BuildOptions) -> None:
-    for name in ("image_size", "code_size"):
+    for name in ("image_size", "code_size", "variant"):
         wanted = getattr(options, name)
         if wanted is not None and wanted != info[name]:
             raise BuildError(f"the collection's encoder has {name.replace('_', '-')} {info[name]}, not {wanted}; "

@@ -134,3 +134,17 @@ def test_relative_paths_work_from_any_folder(tiny_collection, tmp_path):
     found = run("indexer", "search", "--index", "idx", "photos/pngs/img_0105.png", "-k", "1")
     assert found.returncode == 0, found.stderr
     assert json.loads(found.stdout)["results"][0]["path"] == "pngs/img_0105.png"
+
+
+def test_variant_is_chosen_at_training_and_shown_by_info(tmp_path):
+    images, index = tmp_path / "images", tmp_path / "index"
+    write_images(images, 12)
+    run_cli("indexer", "build", str(images), "--index", str(index), "--variant", "variational", "--quiet", *TINY)
+    info = json.loads(run_cli("indexer", "info", "--index", str(index)).stdout)
+    assert info["encoder"]["variant"] == "variational"
+    assert info["training"]["config"]["variant"] == "variational" and info["training"]["seconds"] > 0
+    assert {"epochs_run", "final_loss", "final_val_loss"} <= set(info["training"])
+    other = run_cli("indexer", "build", str(images), "--index", str(index), "--variant", "dense", check=False)
+    assert other.returncode == 2 and "--retrain" in other.stderr.strip().splitlines()[-1]
+    bad = run_cli("indexer", "build", str(images), "--index", str(index), "--occlusion", "2", check=False)
+    assert bad.returncode == 2 and "between 0 and 1" in bad.stderr

@@ -1,0 +1,92 @@
+"""The autoencoder family: every variant trains, saves, loads and encodes through the same path, and each one's
+own ingredient (corruption, penalty, KL term) really acts."""
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from encoder.embed import Encoder
+from encoder.model import Corruption, build_autoencoder, dense_widths
+from encoder.train import TrainConfig, train
+from encoder.variants import VARIANTS
+from tests.conftest import make_image
+
+
+@pytest.fixture(scope="module")
+def pixels() -> np.ndarray:
+    """48 distinct 16x16 RGB images, (48, 16, 16, 3) uint8."""
+    return np.stack([np.asarray(make_image(s, 16)) for s in range(48)])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_trains_saves_loads_and_encodes(variant, pixels, tmp_path):
+    info = train(pixels, TrainConfig(image_size=16, code_size=6, variant=variant, epochs=2, batch_size=16), tmp_path)
+    sidecar = json.loads((tmp_path / "encoder.json").read_text())
+    assert sidecar["variant"] == variant == info["variant"]
+    assert sidecar["training"]["config"]["variant"] == variant and sidecar["training"]["seconds"] > 0
+    encoder = Encoder.load(tmp_path)
+    assert encoder.model.variant == variant
+    codes = encoder.encode(pixels)
+    assert codes.shape == (48, 6) and codes.dtype == np.float32 and np.isfinite(codes).all()
+    assert np.array_equal(codes, encoder.encode(pixels))  # deterministic at query time (a VAE gives its mean)
+    again, errors = encoder.encode_with_error(pixels[:5])
+    np.testing.assert_allclose(again, codes[:5], atol=1e-5)
+    assert errors.shape == (5,) and (errors > 0).all()
+    assert encoder.reconstruct(pixels[:3]).shape == (3, 16, 16, 3)
+    assert len(np.unique(codes.round(4), axis=0)) == 48  # distinct images, distinct codes
+
+
+def test_dense_variant_is_the_2006_shape():
+    assert dense_widths(28, 1) == (1000, 500, 250)  # 784 inputs: exactly Hinton & Salakhutdinov's layers
+    model = build_autoencoder(28, 1, 30, "dense")
+    widths = [layer.units for layer in model.encoder.layers if isinstance(layer, keras.layers.Dense)]
+    assert widths == [1000, 500, 250, 30]
+
+
+def test_variational_encoder_gives_mean_and_log_variance():
+    model = build_autoencoder(16, 3, 5, "variational")
+    x = np.random.default_rng(0).random((2, 16, 16, 3)).astype("float32")
+    assert model.encoder(x).shape == (2, 10)
+    np.testing.assert_allclose(np.asarray(model.encode(x)), np.asarray(model.encoder(x))[:, :5])
+
+
+@pytest.mark.parametrize("variant, option", [("sparse", "sparsity"), ("contractive", "contraction"),
+                                             ("variational", "kl_weight")])
+def test_penalty_is_added_only_in_training(variant, option):
+    model = build_autoencoder(16, 3, 5, variant, **{option: 10.0})
+    x = np.random.default_rng(1).random((4, 16, 16, 3)).astype("float32")
+    model(x, training=False)
+    assert len(model.losses) == 0
+    model(x, training=True)
+    assert len(model.losses) == 1 and float(model.losses[0]) > 0
+    weak = build_autoencoder(16, 3, 5, variant, **{option: 1e-6})
+    weak.set_weights(model.get_weights())
+    weak(x, training=True)
+    assert float(weak.losses[0]) < float(model.losses[0])  # the weight scales the penalty
+
+
+def test_sparse_penalty_shrinks_codes(pixels, tmp_path):
+    config = dict(image_size=16, code_size=6, epochs=3, batch_size=16)
+    train(pixels, TrainConfig(variant="conv", **config), tmp_path / "conv")
+    train(pixels, TrainConfig(variant="sparse", sparsity=1.0, **config), tmp_path / "sparse")
+    plain = np.abs(Encoder.load(tmp_path / "conv").encode(pixels)).mean()
+    sparse = np.abs(Encoder.load(tmp_path / "sparse").encode(pixels)).mean()
+    assert sparse < 0.5 * plain
+
+
+def test_salt_and_pepper_sets_pixels_to_black_or_white():
+    layer = Corruption(noise_std=0.0, occlusion=0.0, salt_pepper=0.5, seed=3)
+    x = np.full((2, 32, 32, 1), 0.5, "float32")
+    out = np.asarray(layer(x, training=True))
+    changed = out != 0.5
+    assert 0.35 < changed.mean() < 0.65 and set(np.unique(out[changed])) <= {0.0, 1.0}
+
+
+def test_only_the_denoising_variant_corrupts():
+    for variant in VARIANTS:
+        model = build_autoencoder(16, 3, 5, variant)
+        levels = (model.corruption.noise_std, model.corruption.occlusion, model.corruption.salt_pepper)
+        assert (max(levels) > 0) == (variant == "denoising"), variant
