@@ -1,4 +1,4 @@
-"""CLI: python -m indexer build|train|info|search."""
+"""CLI: python -m indexer build|train|info|search|evaluate."""
 from __future__ import annotations
 
 import argparse
@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     index_arg(search)
     search.add_argument("query", type=Path, metavar="QUERY_IMAGE")
     search.add_argument("-k", type=_positive, default=10, help="how many results (10)")
+    evaluate = sub.add_parser("evaluate", parents=[common],
+                              help="precision@k and mAP@100 of a collection whose sub-folders are its labels")
+    index_arg(evaluate)
+    evaluate.add_argument("-k", type=_positive, default=10, help="neighbours scored for precision@k (10)")
+    evaluate.add_argument("--metric", choices=("l2", "cosine"), default="l2",
+                          help="code distance: l2 is what search ranks by (l2)")
     return parser
 
 
@@ -144,6 +150,17 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from indexer.evaluate import evaluate_collection
+
+    report = evaluate_collection(args.index, k=args.k, metric=args.metric)
+    print(f"precision@{report['k']} {report['precision_at_k']:.4f}, mAP@{report['map_k']} {report['map_at_k']:.4f} "
+          f"({report['metric']}) over {report['images_scored']} images in {report['labels']} labels; "
+          f"{report['unlabelled']} top-level images without a label left out", file=sys.stderr)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -153,14 +170,17 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter is noise to users
     from encoder.preprocess import ImageError
     from indexer.build import BuildError
+    from indexer.evaluate import EvaluationError
 
     try:
         if args.command in ("build", "train"):
             return cmd_build(args, train_only=args.command == "train")
         if args.command == "info":
             return cmd_info(args)
+        if args.command == "evaluate":
+            return cmd_evaluate(args)
         return cmd_search(args)
-    except (BuildError, ModelError, ImageError, FileNotFoundError) as exc:
+    except (BuildError, ModelError, ImageError, EvaluationError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
