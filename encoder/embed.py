@@ -103,6 +103,8 @@ class Encoder:
 
     def reconstruct(self, pixels: np.ndarray) -> np.ndarray:
         """(n, S, S, C) uint8 -> what the model makes of them, same shape, uint8."""
+        if len(pixels) == 0:
+            return np.zeros((0, self.image_size, self.image_size, self.channels), np.uint8)
         return np.concatenate([r.numpy() for r in self._batched(self._reconstruct, pixels)])
 
     def describe(self) -> dict[str, Any]:

@@ -167,6 +167,10 @@ class Catalog:
         codes = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), code_size)
         return ids, codes.astype(np.float32, copy=False)
 
+    def relpaths(self) -> list[str]:
+        """Every indexed path, in id order (the order of `all_codes`)."""
+        return [r[0] for r in self.conn.execute("SELECT relpath FROM images ORDER BY id")]
+
     def code_of(self, image_id: int) -> np.ndarray | None:
         """The stored code of one image, or None."""
         row = self.conn.execute("SELECT code FROM images WHERE id = ?", (image_id,)).fetchone()

@@ -188,7 +188,7 @@ def evaluate_collection(index_dir: str | os.PathLike, k: int = 10, metric: str =
 
     info = read_info(index_dir)
     with Catalog(index_dir, readonly=True) as catalog:
-        relpaths = [r[0] for r in catalog.conn.execute("SELECT relpath FROM images ORDER BY id")]
+        relpaths = catalog.relpaths()
         _, codes = catalog.all_codes(int(info["code_size"]))  # the same id order
     labels = collection_labels(relpaths)
     labelled = np.array([label is not None for label in labels], dtype=bool)
