@@ -121,6 +121,12 @@ def load_image(source: ImageSource, size: int, channels: int = 3) -> Decoded:
     return Decoded(pixels=pixels, width=width, height=height)
 
 
+def peek_size(source: ImageSource) -> tuple[int, int]:
+    """(width, height) from the file's header alone, without decoding the pixels."""
+    with _decoding(), _open(source) as img:
+        return img.size
+
+
 def is_grey(source: ImageSource) -> bool:
     """True when the image carries no colour (grey modes, or RGB with R == G == B up to JPEG noise)."""
     try:

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from encoder import store
-from encoder.preprocess import IMAGE_EXTENSIONS, ImageError, load_image
+from encoder.preprocess import IMAGE_EXTENSIONS, ImageError, load_image, peek_size
 from encoder.train import TrainConfig
 from indexer.catalog import Catalog, NewImage
 from indexer.collection import MODEL_KEY, check_model_matches, load_vectors
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 SKIPPED_FILE = "skipped.tsv"
 LOCK_FILE = ".lock"
 GREY_SAMPLE = 200  # images looked at to decide whether a collection is grey
+SIZE_SAMPLE = 200  # image headers read to choose the model's input size
 
 
 class BuildError(RuntimeError):
@@ -136,6 +137,23 @@ def _all_grey(pixels: np.ndarray) -> bool:
     return bool(np.abs(px[..., 0] - px[..., 1]).max() <= 8 and np.abs(px[..., 1] - px[..., 2]).max() <= 8)
 
 
+def natural_image_size(root: Path, entries: list[FileEntry], largest: int) -> int:
+    """The model's input side for a collection: `largest`, unless its images are smaller (28x28 digits train at 28).
+
+    Upsampling small images only costs training time; a side that is a multiple of 4 keeps the encoder's
+    stride-2 steps exact.
+    """
+    sides = []
+    for entry in entries[:: max(1, len(entries) // SIZE_SAMPLE)][:SIZE_SAMPLE]:
+        try:
+            sides.append(min(peek_size(root / entry.relpath)))
+        except ImageError:
+            continue
+    if not sides:
+        return largest
+    return int(min(largest, max(16, int(np.median(sides)) // 4 * 4)))
+
+
 def train_on(root: Path, entries: list[FileEntry], index_dir: Path, options: BuildOptions) -> tuple[dict, list[Decoded]]:
     """Decode a sample of `entries`, pick colour or grey, train and save the encoder.
 
@@ -146,7 +164,7 @@ def train_on(root: Path, entries: list[FileEntry], index_dir: Path, options: Bui
     if not entries:
         raise BuildError(f"no images found in {root}")
     defaults = TrainConfig()
-    size = options.image_size or defaults.image_size
+    size = options.image_size or natural_image_size(root, entries, defaults.image_size)
     rng = np.random.default_rng(0)
     sample = entries if len(entries) <= options.max_train_images else [
         entries[i] for i in sorted(rng.choice(len(entries), options.max_train_images, replace=False))]

@@ -126,3 +126,19 @@ def test_parallel_decoding_in_worker_processes(tmp_path):
     write_images(images, 80)  # above the in-process threshold, so a spawn pool decodes
     report = build(images, index, BuildOptions(**{**TINY, "workers": 2}))
     assert report.indexed == 80
+
+
+def test_input_size_follows_small_collections(tmp_path):
+    from indexer.build import natural_image_size
+    from indexer.scan import scan
+
+    small, large = tmp_path / "small", tmp_path / "large"
+    write_images(small, 12)  # 48x48 pictures: trained at their own size, not blown up to 64
+    large.mkdir()
+    for seed in range(5):
+        make_image(seed, 120).save(large / f"{seed}.png")
+    assert natural_image_size(small, scan(small).images, 64) == 48
+    assert natural_image_size(large, scan(large).images, 64) == 64
+    index = tmp_path / "index"
+    build(small, index, BuildOptions(**{**TINY, "image_size": None}))
+    assert store.read_info(index)["image_size"] == 48
