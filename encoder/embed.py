@@ -67,15 +67,16 @@ class Encoder:
         import tensorflow as tf
 
         x = self._unit(pixels)
-        codes = self.model.encode(x)  # (B, code_size)
-        recon = self.model.decode(codes)  # (B, S, S, C)
+        z = self.model.latent(x)  # (B, code_size)
+        codes = self.model.search_code(z)  # (B, code_size)
+        recon = self.model.decode(z)  # (B, S, S, C)
         error = tf.reduce_mean(tf.square(recon - x), axis=[1, 2, 3])  # (B,) mean squared error per pixel
         return codes, error
 
     def _reconstruct_graph(self, pixels):
         import tensorflow as tf
 
-        recon = self.model.decode(self.model.encode(self._unit(pixels)))
+        recon = self.model.decode(self.model.latent(self._unit(pixels)))
         return tf.cast(tf.round(recon * 255.0), tf.uint8)  # (B, S, S, C)
 
     def _check(self, pixels: np.ndarray) -> np.ndarray:

@@ -146,6 +146,7 @@ class Autoencoder(keras.Model):
         contraction: float = 1e-3,
         contraction_sigma: float = 0.05,
         kl_weight: float = 0.05,
+        unit_code: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -164,6 +165,7 @@ class Autoencoder(keras.Model):
         self.contraction = float(contraction)
         self.contraction_sigma = float(contraction_sigma)
         self.kl_weight = float(kl_weight)
+        self.unit_code = bool(unit_code)
         denoising = variant == "denoising"
         self.corruption = Corruption(noise_std if denoising else 0.0, occlusion if denoising else 0.0,
                                      salt_pepper if denoising else 0.0, name="corruption")
@@ -174,10 +176,24 @@ class Autoencoder(keras.Model):
         self.decoder = make_decoder(self.image_size, self.channels, self.code_size)
         self._pixels = float(self.image_size * self.image_size * self.channels)
 
-    def encode(self, x, training=False):
-        """(B, S, S, C) in [0, 1] -> (B, code_size): the code distances are taken on (q(z|x)'s mean for a VAE)."""
+    def latent(self, x, training=False):
+        """(B, S, S, C) in [0, 1] -> (B, code_size): what the decoder rebuilds from (q(z|x)'s mean for a VAE)."""
         h = self.encoder(x, training=training)
         return h[:, : self.code_size] if self.variant == "variational" else h
+
+    def search_code(self, z):
+        """(B, code_size) latent -> the code distances are taken on: unit length when `unit_code` is set.
+
+        On the unit sphere, L2 ranking equals cosine ranking, which ignores a latent's length; its length mostly
+        tracks contrast and brightness, which similarity search should not care about.
+        """
+        if not self.unit_code:
+            return z
+        return z / ops.maximum(ops.sqrt(ops.sum(ops.square(z), axis=1, keepdims=True)), 1e-12)
+
+    def encode(self, x):
+        """(B, S, S, C) in [0, 1] -> (B, code_size) search codes."""
+        return self.search_code(self.latent(x))
 
     def decode(self, z, training=False):
         """(B, code_size) -> (B, S, S, C) in [0, 1]."""
@@ -218,6 +234,7 @@ class Autoencoder(keras.Model):
             "contraction": self.contraction,
             "contraction_sigma": self.contraction_sigma,
             "kl_weight": self.kl_weight,
+            "unit_code": self.unit_code,
         }
 
 

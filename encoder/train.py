@@ -29,18 +29,20 @@ class TrainConfig:
     learning_rate: float = 1e-3
     validation_fraction: float = 0.1
     patience: int = 4
+    time_budget: float = 300.0  # seconds; no epoch starts that would likely end past it (0: no budget)
     noise_std: float = 0.1  # denoising: gaussian noise sigma, in [0, 1] pixel units
     occlusion: float = 0.5  # denoising: probability of an occlusion box per image
     salt_pepper: float = 0.02  # denoising: share of pixels set to black or white
     sparsity: float = 1e-3  # sparse: weight of the L1 penalty on the code
     contraction: float = 1e-3  # contractive: weight of the Jacobian penalty
     kl_weight: float = 0.05  # variational: weight of the KL term
+    unit_code: bool = False  # search codes scaled to unit length (L2 ranking = cosine ranking)
     seed: int = 0
 
     def model_options(self) -> dict[str, float]:
         """The variant's knobs, as Autoencoder keyword arguments."""
         return {k: getattr(self, k) for k in ("noise_std", "occlusion", "salt_pepper", "sparsity", "contraction",
-                                               "kl_weight")}
+                                               "kl_weight", "unit_code")}
 
 
 def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -86,6 +88,24 @@ def _progress_callback(epochs: int):
     return EpochProgress()
 
 
+def _time_budget_callback(seconds: float):
+    import keras
+
+    class TimeBudget(keras.callbacks.Callback):
+        """Stop before an epoch that would probably end past the budget (EarlyStopping then restores the best)."""
+
+        def on_train_begin(self, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            elapsed = time.perf_counter() - self.started
+            if elapsed + elapsed / (epoch + 1) > seconds:  # the mean epoch so far predicts the next
+                log.info("stopping after epoch %d: the next would pass the %.0f s training budget", epoch + 1, seconds)
+                self.model.stop_training = True
+
+    return TimeBudget()
+
+
 def save_loss_curve(history: dict[str, list[float]], path: str | os.PathLike) -> None:
     """Plot training and validation loss per epoch to a PNG."""
     import matplotlib
@@ -125,6 +145,8 @@ def train(pixels: np.ndarray, config: TrainConfig, index_dir: str | os.PathLike)
                               **config.model_options())
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
     callbacks = [_progress_callback(config.epochs)]
+    if config.time_budget > 0:
+        callbacks.append(_time_budget_callback(config.time_budget))
     validation = None
     if len(val_idx):
         validation = _dataset(pixels[val_idx], config.batch_size, shuffle=False, seed=config.seed)

@@ -90,3 +90,21 @@ def test_only_the_denoising_variant_corrupts():
         model = build_autoencoder(16, 3, 5, variant)
         levels = (model.corruption.noise_std, model.corruption.occlusion, model.corruption.salt_pepper)
         assert (max(levels) > 0) == (variant == "denoising"), variant
+
+
+def test_time_budget_stops_training_early_and_keeps_the_best(pixels, tmp_path):
+    info = train(pixels, TrainConfig(image_size=16, code_size=6, epochs=50, batch_size=16, time_budget=0.5), tmp_path)
+    assert info["training"]["epochs_run"] < 50
+    assert info["training"]["config"]["time_budget"] == 0.5
+
+
+def test_unit_codes_have_length_one_and_reconstruct_from_the_latent(pixels, tmp_path):
+    train(pixels, TrainConfig(image_size=16, code_size=6, variant="sparse", epochs=2, batch_size=16,
+                              unit_code=True), tmp_path)
+    encoder = Encoder.load(tmp_path)
+    codes, errors = encoder.encode_with_error(pixels[:8])
+    np.testing.assert_allclose(np.linalg.norm(codes, axis=1), 1.0, rtol=1e-5)
+    latent = np.asarray(encoder.model.latent(pixels[:8].astype("float32") / 255.0))
+    assert not np.allclose(np.linalg.norm(latent, axis=1), 1.0)  # the decoder gets the full latent
+    recon = np.asarray(encoder.model.decode(latent))
+    np.testing.assert_allclose(errors, ((recon - pixels[:8] / 255.0) ** 2).mean(axis=(1, 2, 3)), rtol=1e-3)
