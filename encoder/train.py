@@ -36,7 +36,7 @@ class TrainConfig:
     sparsity: float = 1e-3  # sparse: weight of the L1 penalty on the code
     contraction: float = 1e-3  # contractive: weight of the Jacobian penalty
     kl_weight: float = 0.05  # variational: weight of the KL term
-    unit_code: bool = False  # search codes scaled to unit length (L2 ranking = cosine ranking)
+    unit_code: bool = True  # search codes scaled to unit length (L2 ranking = cosine ranking)
     seed: int = 0
 
     def model_options(self) -> dict[str, float]:

@@ -596,7 +596,7 @@ def test_health_and_info(via, tiny_collection):
     sidecar = json.loads((tiny_collection.index_dir / "encoder.json").read_text())
     assert info["images"] == N_IMAGES and info["model"] == f"sha256:{sidecar['sha256']}"
     assert info["code_size"] == 8 and info["image_size"] == 16 and info["channels"] == 3
-    assert info["variant"] == "denoising"
+    assert info["variant"] == "sparse"
     assert info["model"] == search(via, tiny_collection.images[0].read_bytes())["model"]
     assert str(tiny_collection.images_dir.parent) not in via.get("/api/info").text
 

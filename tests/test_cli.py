@@ -33,7 +33,7 @@ def test_info_describes_collection_and_model(tiny_collection):
     info = json.loads(run_cli("indexer", "info", "--index", str(tiny_collection.index_dir)).stdout)
     assert info["images"] == 40
     assert info["model"].startswith("sha256:") and len(info["model"]) == 7 + 64
-    assert info["encoder"] == {"variant": "denoising", "image_size": 16, "channels": 3, "code_size": 8}
+    assert info["encoder"] == {"variant": "sparse", "image_size": 16, "channels": 3, "code_size": 8}
     assert info["training"]["epochs_run"] >= 1 and "history" not in info["training"]
     assert info["skipped"] == 3
 

@@ -59,7 +59,7 @@ def test_training_writes_model_sidecar_and_curve(trained):
     sidecar = json.loads((index_dir / store.INFO_FILE).read_text())
     assert sidecar == info
     assert sidecar["sha256"] == store.file_sha256(index_dir / store.MODEL_FILE)
-    assert (sidecar["image_size"], sidecar["channels"], sidecar["code_size"], sidecar["variant"]) == (16, 3, 8, "denoising")
+    assert (sidecar["image_size"], sidecar["channels"], sidecar["code_size"], sidecar["variant"]) == (16, 3, 8, "sparse")
     training = sidecar["training"]
     assert training["epochs_run"] >= 1 and training["seconds"] > 0 and training["images"] + training["held_out"] == 64
     assert training["history"]["val_loss"] and training["final_val_loss"] == min(training["history"]["val_loss"])
@@ -72,8 +72,9 @@ def test_loaded_encoder_matches_saved_model(trained, pixels):
     encoder = Encoder.load(index_dir)
     codes, errors = encoder.encode_with_error(pixels)
     assert codes.shape == (64, 8) and codes.dtype == np.float32 and errors.shape == (64,)
-    direct = np.asarray(encoder.model.encoder(pixels.astype("float32") / 255.0))
-    np.testing.assert_allclose(codes, direct, atol=1e-4)
+    direct = np.asarray(encoder.model.encoder(pixels.astype("float32") / 255.0))  # (64, 8) raw latents
+    unit = direct / np.linalg.norm(direct, axis=1, keepdims=True)  # the default search codes have length 1
+    np.testing.assert_allclose(codes, unit, atol=1e-4)
     # Batching must not change a code: one image alone encodes as it does within a batch.
     np.testing.assert_allclose(encoder.encode(pixels[5:6])[0], codes[5], atol=1e-4)
     assert 0 < errors.mean() < 0.1
