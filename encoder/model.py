@@ -175,6 +175,10 @@ class Autoencoder(keras.Model):
         self.encoder = make_encoder(self.image_size, self.channels, outputs)
         self.decoder = make_decoder(self.image_size, self.channels, self.code_size)
         self._pixels = float(self.image_size * self.image_size * self.channels)
+        # The training images' mean latent, set after training: unit codes are taken around it, so that the
+        # angle between two codes reflects how they differ rather than what every image shares.
+        self.code_center = self.add_weight(shape=(self.code_size,), initializer="zeros", trainable=False,
+                                           name="code_center")
 
     def latent(self, x, training=False):
         """(B, S, S, C) in [0, 1] -> (B, code_size): what the decoder rebuilds from (q(z|x)'s mean for a VAE)."""
@@ -189,6 +193,7 @@ class Autoencoder(keras.Model):
         """
         if not self.unit_code:
             return z
+        z = z - self.code_center  # (B, code_size)
         return z / ops.maximum(ops.sqrt(ops.sum(ops.square(z), axis=1, keepdims=True)), 1e-12)
 
     def encode(self, x):

@@ -88,6 +88,15 @@ def _progress_callback(epochs: int):
     return EpochProgress()
 
 
+def _mean_latent(model, pixels: np.ndarray, batch_size: int) -> np.ndarray:
+    """The mean latent code of (n, S, S, C) uint8 images, computed in batches."""
+    total = np.zeros((model.code_size,), np.float64)
+    for i in range(0, len(pixels), batch_size):
+        batch = pixels[i : i + batch_size].astype(np.float32) / 255.0  # (b, S, S, C)
+        total += np.asarray(model.latent(batch)).sum(axis=0)
+    return (total / max(len(pixels), 1)).astype(np.float32)
+
+
 def _time_budget_callback(seconds: float):
     import keras
 
@@ -163,6 +172,7 @@ def train(pixels: np.ndarray, config: TrainConfig, index_dir: str | os.PathLike)
         shuffle=False, verbose=0,  # the dataset shuffles itself
     ).history
     seconds = time.perf_counter() - started
+    model.code_center.assign(_mean_latent(model, pixels[train_idx], config.batch_size * 4))
     losses = {k: [float(v) for v in history[k]] for k in ("loss", "val_loss") if k in history}
     best_epoch = int(np.argmin(losses["val_loss"])) + 1 if "val_loss" in losses else len(losses["loss"])
     summary = {

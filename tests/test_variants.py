@@ -69,7 +69,7 @@ def test_penalty_is_added_only_in_training(variant, option):
 
 
 def test_sparse_penalty_shrinks_codes(pixels, tmp_path):
-    config = dict(image_size=16, code_size=6, epochs=3, batch_size=16)
+    config = dict(image_size=16, code_size=6, epochs=3, batch_size=16, unit_code=False)  # compare raw lengths
     train(pixels, TrainConfig(variant="conv", **config), tmp_path / "conv")
     train(pixels, TrainConfig(variant="sparse", sparsity=1.0, **config), tmp_path / "sparse")
     plain = np.abs(Encoder.load(tmp_path / "conv").encode(pixels)).mean()
@@ -106,5 +106,10 @@ def test_unit_codes_have_length_one_and_reconstruct_from_the_latent(pixels, tmp_
     np.testing.assert_allclose(np.linalg.norm(codes, axis=1), 1.0, rtol=1e-5)
     latent = np.asarray(encoder.model.latent(pixels[:8].astype("float32") / 255.0))
     assert not np.allclose(np.linalg.norm(latent, axis=1), 1.0)  # the decoder gets the full latent
+    center = np.asarray(encoder.model.code_center)
+    all_latents = np.asarray(encoder.model.latent(pixels.astype("float32") / 255.0))
+    assert np.linalg.norm(center) > 0 and np.linalg.norm(center - all_latents.mean(0)) < 0.2 * np.linalg.norm(center)
+    expected = (latent - center) / np.linalg.norm(latent - center, axis=1, keepdims=True)
+    np.testing.assert_allclose(codes, expected, atol=1e-4)  # unit codes are taken around the mean latent
     recon = np.asarray(encoder.model.decode(latent))
     np.testing.assert_allclose(errors, ((recon - pixels[:8] / 255.0) ** 2).mean(axis=(1, 2, 3)), rtol=1e-3)
