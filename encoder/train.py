@@ -88,6 +88,21 @@ def _progress_callback(epochs: int):
     return EpochProgress()
 
 
+WARM_UP_STEPS = 1500  # optimiser steps before early stopping and learning-rate cuts may act
+
+
+def _after_warm_up(callback, epochs: int):
+    """`callback` with its epoch-end decisions skipped for the first `epochs` epochs."""
+    act = callback.on_epoch_end
+
+    def on_epoch_end(epoch, logs=None):
+        if epoch >= epochs:
+            act(epoch, logs)
+
+    callback.on_epoch_end = on_epoch_end
+    return callback
+
+
 def _mean_latent(model, pixels: np.ndarray, batch_size: int) -> np.ndarray:
     """The mean latent code of (n, S, S, C) uint8 images, computed in batches."""
     total = np.zeros((model.code_size,), np.float64)
@@ -159,9 +174,15 @@ def train(pixels: np.ndarray, config: TrainConfig, index_dir: str | os.PathLike)
     validation = None
     if len(val_idx):
         validation = _dataset(pixels[val_idx], config.batch_size, shuffle=False, seed=config.seed)
+        # A small collection has few steps per epoch, and an autoencoder's loss sits on a plateau (the mean image)
+        # for its first few hundred steps: patience counts only after a warm-up, or it stops a model still to learn.
+        steps_per_epoch = max(1, -(-len(train_idx) // config.batch_size))
+        warm_up = min(config.epochs // 2, -(-WARM_UP_STEPS // steps_per_epoch))
         callbacks += [
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
-            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, config.patience // 2)),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True,
+                                          start_from_epoch=warm_up),
+            _after_warm_up(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                                             patience=max(1, config.patience // 2)), warm_up),
         ]
     log.info("training %s autoencoder on %d images (%d held out), up to %d epochs",
              config.variant, len(train_idx), len(val_idx), config.epochs)
