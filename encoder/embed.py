@@ -110,10 +110,8 @@ class Encoder:
 
     def describe(self) -> dict[str, Any]:
         """The sidecar facts users care about."""
-        # Per-epoch losses are drawn in training_curve.png; the summary keeps the figures a reader compares.
-        training = {k: v for k, v in self.info.get("training", {}).items() if k != "history"}
         return {k: self.info[k] for k in ("variant", "image_size", "channels", "code_size")} | {
             "model": self.model_id,
-            "training": training,
+            "training": store.training_summary(self.info),
         }
 

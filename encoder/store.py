@@ -60,6 +60,11 @@ def has_model(index_dir: str | os.PathLike) -> bool:
     return (Path(index_dir) / MODEL_FILE).is_file() and (Path(index_dir) / INFO_FILE).is_file()
 
 
+def training_summary(info: dict[str, Any]) -> dict[str, Any]:
+    """The sidecar's training summary without the per-epoch losses (those are drawn in training_curve.png)."""
+    return {k: v for k, v in info.get("training", {}).items() if k != "history"}
+
+
 def read_info(index_dir: str | os.PathLike) -> dict[str, Any]:
     """The parsed `encoder.json` of a collection."""
     path = Path(index_dir) / INFO_FILE

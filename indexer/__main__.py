@@ -109,7 +109,7 @@ def cmd_build(args: argparse.Namespace, train_only: bool = False) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from encoder.store import read_info
+    from encoder.store import read_info, training_summary
     from indexer.catalog import Catalog
 
     info = read_info(args.index)
@@ -121,8 +121,6 @@ def cmd_info(args: argparse.Namespace) -> int:
     skipped_file = args.index / SKIPPED_FILE
     # skipped.tsv is the last run's full list (non-image files included), so it is what `info` counts.
     skipped = len(skipped_file.read_text().splitlines()) - 1 if skipped_file.is_file() else 0
-    training = dict(info.get("training", {}))
-    training.pop("history", None)  # per-epoch losses are in the loss-curve PNG; keep the summary readable
     print(json.dumps({
         "index": str(args.index.resolve()),
         "images_root": root,
@@ -130,7 +128,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "skipped": skipped,
         "model": f"sha256:{info['sha256']}",
         "encoder": {k: info[k] for k in ("variant", "image_size", "channels", "code_size")},
-        "training": training,
+        "training": training_summary(info),
     }, indent=2))
     return 0
 
