@@ -20,14 +20,16 @@ def downsampling_plan(image_size: int, max_steps: int = 4) -> tuple[int, int]:
 
 @keras.saving.register_keras_serializable(package="lookalike")
 class Corruption(layers.Layer):
-    """Training-only corruption for denoising: gaussian noise, one random occlusion box, salt-and-pepper pixels."""
+    """Training-only corruption for denoising: zoom, brightness, gaussian noise, an occlusion box, salt-and-pepper."""
 
     def __init__(self, noise_std: float = 0.1, occlusion: float = 0.5, salt_pepper: float = 0.0,
-                 seed: int | None = None, **kwargs):
+                 zoom: float = 0.0, brightness: float = 0.0, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.noise_std = float(noise_std)
         self.occlusion = float(occlusion)  # probability that an image gets a box
         self.salt_pepper = float(salt_pepper)  # share of pixels set to black or white
+        self.zoom = float(zoom)  # up to this share of each side cropped away, the rest resized back
+        self.brightness = float(brightness)  # pixel values scaled by a factor in [1 - b, 1 + b]
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -35,6 +37,12 @@ class Corruption(layers.Layer):
         # x: (B, H, W, C) float32 in [0, 1]
         if not training:
             return x
+        if self.zoom > 0:
+            x = self._zoom(x)
+        if self.brightness > 0:
+            factor = keras.random.uniform((ops.shape(x)[0], 1, 1, 1), 1 - self.brightness, 1 + self.brightness,
+                                          seed=self.seed_generator)  # (B, 1, 1, 1)
+            x = x * factor
         if self.noise_std > 0:
             x = x + keras.random.normal(ops.shape(x), stddev=self.noise_std, seed=self.seed_generator)
         if self.occlusion > 0:
@@ -44,6 +52,19 @@ class Corruption(layers.Layer):
             u = keras.random.uniform((shape[0], shape[1], shape[2], 1), seed=self.seed_generator)  # (B, H, W, 1)
             x = ops.where(u < self.salt_pepper / 2, 0.0, ops.where(u > 1 - self.salt_pepper / 2, 1.0, x))
         return ops.clip(x, 0.0, 1.0)
+
+    def _zoom(self, x):
+        # A random crop keeping a share s in [1 - zoom, 1] of each side, anywhere in the image, resized back to
+        # full size: output pixel (u, v) samples input (s*u + dx, s*v + dy).
+        shape = ops.shape(x)
+        batch, h, w = shape[0], ops.cast(shape[1], "float32"), ops.cast(shape[2], "float32")
+        u = keras.random.uniform((batch, 3), seed=self.seed_generator)  # (B, 3)
+        s = 1.0 - self.zoom * u[:, 0]  # (B,)
+        dx = (1.0 - s) * w * u[:, 1]
+        dy = (1.0 - s) * h * u[:, 2]
+        zeros = ops.zeros_like(s)
+        transform = ops.stack([s, zeros, dx, zeros, s, dy, zeros, zeros], axis=1)  # (B, 8)
+        return ops.image.affine_transform(x, transform, interpolation="bilinear", fill_mode="nearest")
 
     def _occlude(self, x):
         shape = ops.shape(x)
@@ -70,7 +91,7 @@ class Corruption(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "noise_std": self.noise_std, "occlusion": self.occlusion,
-                "salt_pepper": self.salt_pepper, "seed": self.seed}
+                "salt_pepper": self.salt_pepper, "zoom": self.zoom, "brightness": self.brightness, "seed": self.seed}
 
 
 def _conv_encoder(image_size: int, channels: int, outputs: int) -> keras.Model:
@@ -139,9 +160,11 @@ class Autoencoder(keras.Model):
         channels: int = 3,
         code_size: int = 30,
         variant: str = DEFAULT_VARIANT,
-        noise_std: float = 0.1,
-        occlusion: float = 0.5,
+        noise_std: float = 0.15,
+        occlusion: float = 0.0,
         salt_pepper: float = 0.0,
+        zoom: float = 0.0,
+        brightness: float = 0.0,
         sparsity: float = 1e-3,
         contraction: float = 1e-3,
         contraction_sigma: float = 0.05,
@@ -161,14 +184,17 @@ class Autoencoder(keras.Model):
         self.noise_std = float(noise_std)
         self.occlusion = float(occlusion)
         self.salt_pepper = float(salt_pepper)
+        self.zoom = float(zoom)
+        self.brightness = float(brightness)
         self.sparsity = float(sparsity)
         self.contraction = float(contraction)
         self.contraction_sigma = float(contraction_sigma)
         self.kl_weight = float(kl_weight)
         self.unit_code = bool(unit_code)
         denoising = variant == "denoising"
-        self.corruption = Corruption(noise_std if denoising else 0.0, occlusion if denoising else 0.0,
-                                     salt_pepper if denoising else 0.0, name="corruption")
+        on = 1.0 if denoising else 0.0
+        self.corruption = Corruption(on * noise_std, on * occlusion, on * salt_pepper, on * zoom, on * brightness,
+                                     name="corruption")
         make_encoder, make_decoder = (_dense_encoder, _dense_decoder) if variant == "dense" else (
             _conv_encoder, _conv_decoder)
         outputs = 2 * self.code_size if variant == "variational" else self.code_size  # mean and log-variance
@@ -235,6 +261,8 @@ class Autoencoder(keras.Model):
             "noise_std": self.noise_std,
             "occlusion": self.occlusion,
             "salt_pepper": self.salt_pepper,
+            "zoom": self.zoom,
+            "brightness": self.brightness,
             "sparsity": self.sparsity,
             "contraction": self.contraction,
             "contraction_sigma": self.contraction_sigma,

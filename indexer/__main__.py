@@ -50,9 +50,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--image-size", type=_positive, help="side in pixels the model sees (64)")
         p.add_argument("--variant", choices=VARIANTS,
                        help=f"autoencoder family member ({DEFAULT_VARIANT}); see the README")
-        p.add_argument("--noise-std", type=_fraction, help="denoising: gaussian noise sigma in [0, 1] pixel units (0.1)")
-        p.add_argument("--occlusion", type=_fraction, help="denoising: probability of an occlusion box (0.5)")
-        p.add_argument("--salt-pepper", type=_fraction, help="denoising: share of pixels set black or white (0.02)")
+        p.add_argument("--noise-std", type=_fraction, help="denoising: gaussian noise sigma in [0, 1] pixel units (0.15)")
+        p.add_argument("--occlusion", type=_fraction, help="denoising: probability of an occlusion box (0)")
+        p.add_argument("--salt-pepper", type=_fraction, help="denoising: share of pixels set black or white (0)")
+        p.add_argument("--zoom", type=_fraction,
+                       help="denoising: up to this share of each side cropped away and resized back (0)")
+        p.add_argument("--brightness", type=_fraction, help="denoising: brightness scaled by up to +-this (0)")
         p.add_argument("--max-train-images", type=_positive, default=10_000,
                        help="train on a random sample of at most this many images (10000)")
         p.add_argument("--workers", type=int, default=int(os.environ.get("LOOKALIKE_WORKERS", 0)),
@@ -81,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
 def _options(args: argparse.Namespace):
     from indexer.build import BuildOptions
 
-    training = {k: getattr(args, k) for k in ("noise_std", "occlusion", "salt_pepper") if getattr(args, k) is not None}
+    training = {k: getattr(args, k) for k in ("noise_std", "occlusion", "salt_pepper", "zoom", "brightness")
+                if getattr(args, k) is not None}
     return BuildOptions(image_size=args.image_size, code_size=args.code_size, epochs=args.epochs,
                         variant=args.variant, training=training,
                         retrain=getattr(args, "retrain", False), max_train_images=args.max_train_images,

@@ -148,3 +148,12 @@ def test_variant_is_chosen_at_training_and_shown_by_info(tmp_path):
     assert other.returncode == 2 and "--retrain" in other.stderr.strip().splitlines()[-1]
     bad = run_cli("indexer", "build", str(images), "--index", str(index), "--occlusion", "2", check=False)
     assert bad.returncode == 2 and "between 0 and 1" in bad.stderr
+
+
+def test_corruption_levels_reach_the_recorded_training_config(tmp_path):
+    images, index = tmp_path / "images", tmp_path / "index"
+    write_images(images, 12)
+    run_cli("indexer", "train", str(images), "--index", str(index), "--variant", "denoising", "--noise-std", "0.05",
+            "--occlusion", "0", "--zoom", "0.1", "--brightness", "0.15", "--quiet", *TINY)
+    config = json.loads(run_cli("indexer", "info", "--index", str(index)).stdout)["training"]["config"]
+    assert (config["noise_std"], config["occlusion"], config["zoom"], config["brightness"]) == (0.05, 0.0, 0.1, 0.15)

@@ -85,10 +85,31 @@ def test_salt_and_pepper_sets_pixels_to_black_or_white():
     assert 0.35 < changed.mean() < 0.65 and set(np.unique(out[changed])) <= {0.0, 1.0}
 
 
+def test_zoom_crops_and_resizes_back_only_in_training():
+    layer = Corruption(noise_std=0.0, occlusion=0.0, zoom=0.5, seed=4)
+    ramp = np.tile(np.arange(32, dtype="float32") / 31, (32, 1))  # each column one step brighter than the last
+    x = np.repeat(ramp[None, :, :, None], 8, axis=0)  # (8, 32, 32, 1)
+    out = np.asarray(layer(x, training=True))
+    slopes = np.diff(out[:, 16, 4:28, 0], axis=1).mean(axis=1) * 31  # 1 = unzoomed, s = zoomed by 1/s
+    assert out.shape == x.shape
+    assert np.all(slopes >= 0.5 - 1e-3) and np.all(slopes <= 1 + 1e-3) and slopes.min() < 0.95
+    np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
+
+
+def test_brightness_scales_each_image_by_one_factor():
+    layer = Corruption(noise_std=0.0, occlusion=0.0, brightness=0.2, seed=5)
+    x = np.full((16, 8, 8, 3), 0.5, "float32")
+    out = np.asarray(layer(x, training=True))
+    per_image = out.reshape(16, -1)
+    assert np.allclose(per_image, per_image[:, :1], atol=1e-6)  # one factor per image
+    assert np.all((per_image >= 0.4 - 1e-6) & (per_image <= 0.6 + 1e-6)) and per_image.std() > 0.01
+
+
 def test_only_the_denoising_variant_corrupts():
     for variant in VARIANTS:
-        model = build_autoencoder(16, 3, 5, variant)
-        levels = (model.corruption.noise_std, model.corruption.occlusion, model.corruption.salt_pepper)
+        model = build_autoencoder(16, 3, 5, variant, zoom=0.1, brightness=0.1)
+        levels = (model.corruption.noise_std, model.corruption.occlusion, model.corruption.salt_pepper,
+                  model.corruption.zoom, model.corruption.brightness)
         assert (max(levels) > 0) == (variant == "denoising"), variant
 
 
