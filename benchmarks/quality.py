@@ -2,6 +2,7 @@
 
     python benchmarks/quality.py [--datasets fashion-mnist mnist cifar10] [--variants conv denoising ...]
                                  [--epochs N] [--limit N] [--data ../shared/data] [--out benchmarks/results]
+    python benchmarks/quality.py --render benchmarks/results/quality.json   # redraw the tables and chart only
 
 Datasets (from ../shared/data; one whose files are absent is skipped with a message):
   Fashion-MNIST, MNIST  IDX .gz files; index = the 60,000 train images, queries = the 10,000 test images, 28x28x1.
@@ -53,6 +54,18 @@ RESULTS = REPO / "benchmarks" / "results"
 CODE_SIZE = 30
 K, MAP_K = 10, 100
 TITLES = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST", "cifar10": "CIFAR-10"}
+# Issue 3's targets for the shipped default: (dataset, what, goal, higher is better). Search ranks by L2.
+TARGETS = (
+    ("fashion-mnist", "precision@10", 0.84, True),
+    ("mnist", "precision@10", 0.975, True),
+    ("cifar10", "precision@10", 0.33, True),
+    ("mnist", "reconstruction", 3.00, False),
+    ("fashion-mnist", "robustness", 0.95, True),
+    ("mnist", "robustness", 0.95, True),
+    ("cifar10", "robustness", 0.95, True),
+    ("fashion-mnist", "training seconds", 300, False),
+    ("mnist", "training seconds", 300, False),
+)
 CORRUPTIONS = ("noise", "occlusion", "jpeg30", "crop90", "brightness")
 CORRUPTION_TITLES = {"noise": "noise σ 0.1", "occlusion": "occlusion 25%", "jpeg30": "JPEG q30",
                      "crop90": "crop 90%", "brightness": "brightness ±20%"}
@@ -312,17 +325,55 @@ def _name(method: str, default_variant: str) -> str:
     return f"{method} (default)" if method == default_variant else method
 
 
+def _figure(method: dict, what: str) -> float | None:
+    if what == "precision@10":
+        return method["retrieval"]["l2"][f"precision_at_{K}"]
+    if what == "robustness":
+        return method["robustness"]["l2"]["mean"]
+    if what == "reconstruction":
+        return method.get("reconstruction_sse")
+    return (method.get("training") or {}).get("seconds")
+
+
+def targets(results: dict) -> list[dict]:
+    """The shipped default's figures beside the targets it is meant to meet (data sets that were run only)."""
+    default, rows = results["settings"]["default_variant"], []
+    for name, what, goal, higher in TARGETS:
+        method = results["datasets"].get(name, {}).get("methods", {}).get(default)
+        value = _figure(method, what) if method else None
+        if value is None:
+            continue
+        met = value >= goal if higher else value <= goal
+        pca = results["datasets"][name]["methods"].get(f"PCA-{CODE_SIZE}")
+        rows.append({"dataset": name, "measure": what, "goal": goal, "higher_is_better": higher, "value": value,
+                     "met": met, "pca": _figure(pca, what) if pca and what != "training seconds" else None})
+    return rows
+
+
 def markdown(results: dict) -> str:
     """The README's tables."""
     s = results["settings"]
     datasets = results["datasets"]
     default = s["default_variant"]
-    epochs = s["epochs"] if s["epochs"] else f"up to {s['default_epochs']} (early stopping)"
+    budget = s.get("train_config_defaults", {}).get("time_budget")
+    epochs = s["epochs"] if s["epochs"] else (f"up to {s['default_epochs']} (early stopping"
+                                              + (f", {budget:.0f} s training budget)" if budget else ")"))
     lines = [f"Code size {s['code_size']}; autoencoders trained on the train split without labels, epochs: {epochs}"
              + (f"; **subsampled to at most {s['limit']:,} images per split**" if s["limit"] else "")
              + f". {results['machine']['cpus']} CPU cores, Python {results['machine']['python']}, "
              f"TensorFlow {results['machine']['tensorflow']}.", ""]
     methods = list(dict.fromkeys(m for d in datasets.values() for m in d["methods"]))
+    rows = targets(results)
+    if rows:
+        lines += [f"### The default ({default}) against its targets (L2, the distance search ranks by)", "",
+                  "| Data set | Measure | Target | Default | PCA-30 | Met |", "|---|---|---:|---:|---:|---|"]
+        for r in rows:
+            fmt = (lambda v: f"{v:.0f}") if r["measure"] == "training seconds" else (
+                (lambda v: f"{v:.2f}") if r["measure"] == "reconstruction" else (lambda v: f"{v:.3f}"))
+            lines.append(f"| {TITLES[r['dataset']]} | {r['measure']} | {'≥' if r['higher_is_better'] else '≤'} "
+                         f"{fmt(r['goal'])} | {fmt(r['value'])} | {fmt(r['pca']) if r['pca'] is not None else ''} "
+                         f"| {'yes' if r['met'] else '**no**'} |")
+        lines.append("")
     lines += [f"### Precision@{K} (L2 distance between codes, index = train split, queries = test split)", "",
               "| Method | " + " | ".join(d["title"] for d in datasets.values()) + " |",
               "|---|" + "---:|" * len(datasets)]
@@ -427,7 +478,15 @@ def main() -> int:
     parser.add_argument("--limit", type=int, help="at most this many random images per split, for a quick run")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding the datasets")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the results go (benchmarks/results)")
+    parser.add_argument("--render", type=Path, metavar="QUALITY_JSON",
+                        help="only redraw quality.md and quality.png in --out from an earlier run's JSON")
     args = parser.parse_args()
+    if args.render:
+        results = json.loads(args.render.read_text())
+        results["targets"] = targets(results)
+        write(results, args.out)
+        print(markdown(results))
+        return 0
 
     from encoder.model import VARIANTS  # read at run time: new variants join the benchmark by themselves
     from encoder.train import TrainConfig
@@ -461,6 +520,7 @@ def main() -> int:
         say(f"{name}: {len(ds.train_x):,} train + {len(ds.test_x):,} test images "
             f"{'x'.join(map(str, ds.train_x.shape[1:]))} loaded in {time.perf_counter() - started:.1f}s")
         results["datasets"][name] = run_dataset(ds, variants, args.epochs)
+        results["targets"] = targets(results)
         write(results, args.out)
         say(f"{name}: done; results so far in {args.out}")
     if not results["datasets"]:
