@@ -15,8 +15,7 @@ log = logging.getLogger(__name__)
 
 CATALOG_FILE = "catalog.sqlite"
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+IMAGES_TABLE = """
 CREATE TABLE IF NOT EXISTS images (
     id INTEGER PRIMARY KEY AUTOINCREMENT,   -- AUTOINCREMENT: a deleted id is never handed to another image
     relpath TEXT NOT NULL UNIQUE,
@@ -26,9 +25,13 @@ CREATE TABLE IF NOT EXISTS images (
     width INTEGER NOT NULL,
     height INTEGER NOT NULL,
     code BLOB NOT NULL,                     -- float32 little-endian, code_size values
-    recon_error REAL NOT NULL,              -- mean squared reconstruction error per pixel, in [0, 1]
+    recon_error REAL,                       -- mean squared reconstruction error per pixel, in [0, 1]; NULL when
+                                            -- not measured (indexing measures a sample: see indexer.build)
     indexed_at REAL NOT NULL
 );
+"""
+SCHEMA = IMAGES_TABLE + """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS skipped (
     relpath TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
@@ -61,7 +64,7 @@ class NewImage:
     width: int
     height: int
     code: np.ndarray  # (code_size,) float32
-    recon_error: float
+    recon_error: float | None  # None: not measured
 
 
 class Catalog:
@@ -79,7 +82,29 @@ class Catalog:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
             self.conn.executescript(SCHEMA)
+            self._migrate()
         self.conn.execute("PRAGMA busy_timeout=10000")
+
+    def _migrate(self) -> None:
+        # Catalogues written before reconstruction errors were sampled declare recon_error NOT NULL. SQLite cannot
+        # drop a constraint in place, so copy the table into one with the current schema (ids kept).
+        columns = {row[1]: row[3] for row in self.conn.execute("PRAGMA table_info(images)")}  # name -> notnull
+        if not columns.get("recon_error"):
+            return
+        log.info("upgrading the catalogue schema in %s", self.path)
+        self.conn.execute("BEGIN IMMEDIATE")  # one transaction: a crash leaves the old table as it was
+        try:
+            self.conn.execute("ALTER TABLE images RENAME TO images_old")
+            self.conn.execute(IMAGES_TABLE)
+            self.conn.execute("INSERT INTO images SELECT * FROM images_old")
+            # Carry the AUTOINCREMENT high-water mark over, so that ids deleted before the upgrade stay retired.
+            self.conn.execute("UPDATE sqlite_sequence SET seq = MAX(seq, (SELECT seq FROM sqlite_sequence WHERE "
+                              "name = 'images_old')) WHERE name = 'images'")
+            self.conn.execute("DROP TABLE images_old")
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         """Close the connection."""
@@ -136,7 +161,7 @@ class Catalog:
                  code = excluded.code, recon_error = excluded.recon_error, indexed_at = excluded.indexed_at""",
             [
                 (i.relpath, i.size, i.mtime_ns, i.sha256, i.width, i.height,
-                 np.asarray(i.code, "<f4").tobytes(), float(i.recon_error), now)
+                 np.asarray(i.code, "<f4").tobytes(), None if i.recon_error is None else float(i.recon_error), now)
                 for i in images
             ],
         )
@@ -188,8 +213,9 @@ class Catalog:
         return {r[0]: ImageRecord(*r) for r in rows}
 
     def recon_errors(self) -> np.ndarray:
-        """Reconstruction errors of all images, (n,) float32."""
-        return np.array([r[0] for r in self.conn.execute("SELECT recon_error FROM images")], dtype=np.float32)
+        """The measured reconstruction errors (a sample of the images), (m,) float32."""
+        rows = self.conn.execute("SELECT recon_error FROM images WHERE recon_error IS NOT NULL")
+        return np.array([r[0] for r in rows], dtype=np.float32)
 
     def stats(self) -> dict:
         """Counts and sizes for `indexer info`."""

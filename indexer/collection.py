@@ -16,6 +16,7 @@ from indexer.vectors import VectorIndex, VectorsStale
 log = logging.getLogger(__name__)
 
 MODEL_KEY = "model_sha256"
+CALIBRATION_SAMPLE = 1000  # codes whose 10th-neighbour distance sets the score scale
 
 
 def check_model_matches(catalog: Catalog, model_sha256: str, index_dir: str | os.PathLike) -> None:
@@ -30,6 +31,21 @@ def check_model_matches(catalog: Catalog, model_sha256: str, index_dir: str | os
         )
 
 
+def calibration(vectors: VectorIndex, codes: np.ndarray, errors: np.ndarray) -> dict:
+    """What the service needs to present results, measured once per generation instead of at every start-up.
+
+    score_scale: the median distance to the 10th neighbour (the distance that scores 0.5);
+    error_quantiles: the collection's reconstruction errors at every 0.1%, to place a query's error among them.
+    """
+    scale = 1.0
+    if len(codes) >= 2:
+        rows = np.random.default_rng(0).choice(len(codes), min(CALIBRATION_SAMPLE, len(codes)), replace=False)
+        distances, _ = vectors.search(codes[rows], min(11, len(codes)))  # (m, <=11)
+        scale = float(np.median(distances[:, -1])) or 1.0
+    quantiles = np.quantile(errors, np.linspace(0, 1, 1001)).tolist() if len(errors) else []
+    return {"score_scale": scale, "error_quantiles": quantiles}
+
+
 def load_vectors(catalog: Catalog, index_dir: str | os.PathLike, code_size: int, save: bool) -> VectorIndex:
     """The saved vectors if they match the catalogue's generation, else rebuilt from the catalogue."""
     generation = catalog.generation
@@ -39,6 +55,7 @@ def load_vectors(catalog: Catalog, index_dir: str | os.PathLike, code_size: int,
         log.info("building vectors from the catalogue: %s", why)
     ids, codes = catalog.all_codes(code_size)
     vectors = VectorIndex.build(ids, codes, generation)
+    vectors.meta["calibration"] = calibration(vectors, codes, catalog.recon_errors())
     if save:
         vectors.save(index_dir)
     return vectors

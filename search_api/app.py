@@ -13,7 +13,9 @@ log = logging.getLogger(__name__)
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the Flask app; `test_config` overrides settings from the environment."""
-    from search_api import api, web
+    from encoder.runtime import configure_threads
+    from indexer.vectors import set_threads
+    from search_api import api, metrics, web
     from search_api.engine import Engine
 
     app = Flask(__name__)
@@ -22,9 +24,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if not app.config.get("INDEX_DIR"):
         raise ValueError("no collection given: pass --index DIR or set LOOKALIKE_INDEX")
     app.config["MAX_CONTENT_LENGTH"] = int(app.config["MAX_UPLOAD_MB"] * 1_000_000)
+    configure_threads(app.config["COMPUTE_THREADS"])  # before the engine starts TensorFlow
+    set_threads(app.config["SEARCH_THREADS"])
     app.json.sort_keys = False  # keep results before metadata, as documented
-    app.extensions["lookalike.engine"] = Engine(app.config["INDEX_DIR"], app.config["THUMBNAIL_SIZE"])
+    engine = app.extensions["lookalike.engine"] = Engine(app.config["INDEX_DIR"], app.config["THUMBNAIL_SIZE"])
     errors.register(app)
+    metrics.register(app, engine.images, engine.collection.encoder.info["variant"], engine.model_id)
     app.register_blueprint(api.bp)
     app.register_blueprint(web.bp)
     return app

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from indexer.collection import Collection, Hit
+from search_api.batcher import MicroBatcher
 
 log = logging.getLogger(__name__)
 
-SCALE_SAMPLE = 1000  # codes used to calibrate scores
 UNUSUAL_PERCENTILE = 99.0  # a query reconstructed worse than this share of the collection is "unlike" it
 
 
@@ -41,10 +41,13 @@ class Engine:
         self.thumbnail_size = thumbnail_size
         self.images = len(self.collection.vectors)
         self.root = self.collection.images_root
-        self._scale = self._calibrate_scale()
-        self._errors = np.sort(self.collection.catalog.recon_errors())  # (n,) ascending, for percentiles
+        # Measured at build time for this generation (see indexer.collection.calibration): start-up reads no codes.
+        calibration = self.collection.vectors.meta.get("calibration", {})
+        self._scale = float(calibration.get("score_scale", 1.0)) or 1.0
+        self._error_quantiles = np.asarray(calibration.get("error_quantiles", []), np.float64)  # (1001,) or (0,)
         self._thumbnail = functools.lru_cache(maxsize=4096)(self._make_thumbnail)
         self._warm_up()
+        self._batcher = MicroBatcher(self.collection.encoder.encode_with_error)
         log.info("engine ready: %d images, model %s, score scale %.4f", self.images,
                  self.collection.encoder.model_id[:19], self._scale)
 
@@ -58,29 +61,26 @@ class Engine:
         """'sha256:<hex>' of the encoder."""
         return self.collection.encoder.model_id
 
-    def _calibrate_scale(self) -> float:
-        """The median distance to the 10th neighbour: the distance that scores 0.5."""
-        if self.images < 2:
-            return 1.0
-        ids, codes = self.collection.catalog.all_codes(self.collection.encoder.code_size)
-        rows = np.random.default_rng(0).choice(len(codes), min(SCALE_SAMPLE, len(codes)), replace=False)
-        distances, _ = self.collection.vectors.search(codes[rows], min(11, self.images))  # (m, <=11)
-        scale = float(np.median(distances[:, -1]))
-        return scale if scale > 0 else 1.0
-
     def score(self, distance: float) -> float:
         """Similarity in (0, 1]: 1 for identical codes, 0.5 at the typical 10th-neighbour distance."""
         return math.exp(-math.log(2) * distance / self._scale)
 
     def _unusualness(self, error: float) -> dict[str, Any]:
-        percentile = 100.0 * np.searchsorted(self._errors, error) / max(len(self._errors), 1)
+        quantiles = self._error_quantiles
+        percentile = 0.0
+        if len(quantiles):  # the share of the collection reconstructed better, interpolated between 0.1% steps
+            percentile = float(np.interp(error, quantiles, np.linspace(0, 100, len(quantiles))))
         return {"reconstruction_error": round(error, 6), "error_percentile": round(float(percentile), 2),
                 "unusual": bool(percentile > UNUSUAL_PERCENTILE)}
 
     def search_image(self, data: bytes, k: int, offset: int = 0) -> SearchResult:
         """Neighbours of an uploaded image; raises encoder.preprocess.ImageError for a bad one."""
         started = time.perf_counter()
-        code, error = self.collection.encode_image(data)
+        from encoder.preprocess import load_image
+
+        encoder = self.collection.encoder
+        # Decoding runs in the request's thread (in parallel); the encoder pass is batched with concurrent queries.
+        code, error = self._batcher.encode(load_image(data, encoder.image_size, encoder.channels).pixels)
         hits = self.collection.neighbours(code, k, offset)
         return SearchResult(hits, (time.perf_counter() - started) * 1000, self._unusualness(error))
 
@@ -117,6 +117,11 @@ class Engine:
         from encoder.preprocess import thumbnail_jpeg
 
         return thumbnail_jpeg(path, self.thumbnail_size)
+
+    def close(self) -> None:
+        """Stop the encoder thread and release the catalogue."""
+        self._batcher.close()
+        self.collection.close()
 
     def describe(self) -> dict[str, Any]:
         """The collection and model, for /api/info."""

@@ -601,6 +601,42 @@ def test_health_and_info(via, tiny_collection):
     assert str(tiny_collection.images_dir.parent) not in via.get("/api/info").text
 
 
+def scrape(via) -> dict[tuple[str, tuple], float]:
+    """/metrics parsed with prometheus-client's own parser: {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = via.get("/metrics")
+    assert response.status == 200 and response.content_type.startswith("text/plain")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(response.text) for s in family.samples}
+
+
+def test_metrics_count_requests_by_route_and_status(via, tiny_collection):
+    before = scrape(via)
+    search(via, tiny_collection.images[0].read_bytes())
+    search(via, tiny_collection.images[1].read_bytes())
+    assert via.get("/api/search?id=999999").status == 404
+    assert via.get("/api/images/3/thumbnail").status == 200
+    assert via.get("/no/such/page").status == 404
+    after = scrape(via)
+
+    def delta(name: str, **labels) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    search_rule = dict(route="/api/search", method="POST", status="200")
+    assert delta("lookalike_http_requests_total", **search_rule) == 2
+    assert delta("lookalike_http_requests_total", route="/api/search", method="GET", status="404") == 1
+    assert delta("lookalike_http_requests_total", route="/api/images/<raw_id>/thumbnail", method="GET",
+                 status="200") == 1
+    assert delta("lookalike_http_requests_total", route="unmatched", method="GET", status="404") == 1
+    assert delta("lookalike_http_request_duration_seconds_count", route="/api/search") == 3
+    assert delta("lookalike_http_request_duration_seconds_bucket", route="/api/search", le="+Inf") == 3
+    assert after[("lookalike_collection_images", ())] == N_IMAGES
+    model = via.get("/api/info").json()["model"]
+    assert after[("lookalike_model_info", (("model", model), ("variant", "sparse")))] == 1
+
+
 def test_significant_keeps_tiny_scores_above_zero():
     from search_api.api import significant
 

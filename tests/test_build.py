@@ -142,3 +142,26 @@ def test_input_size_follows_small_collections(tmp_path):
     index = tmp_path / "index"
     build(small, index, BuildOptions(**{**TINY, "image_size": None}))
     assert store.read_info(index)["image_size"] == 48
+
+
+def test_reconstruction_errors_are_measured_for_a_sample_and_codes_do_not_depend_on_it(tmp_path):
+    images = tmp_path / "images"
+    write_images(images, 60)
+    build(images, tmp_path / "all", BuildOptions(**TINY, error_sample=1_000))
+    # The same model, a second collection measuring a sample of 15 of the 60 images.
+    (tmp_path / "some").mkdir()
+    for name in ("encoder.keras", "encoder.json"):
+        (tmp_path / "some" / name).write_bytes((tmp_path / "all" / name).read_bytes())
+    build(images, tmp_path / "some", BuildOptions(**TINY, error_sample=15))
+    with Catalog(tmp_path / "all", readonly=True) as everything, Catalog(tmp_path / "some", readonly=True) as some:
+        assert len(everything.recon_errors()) == 60
+        assert 3 <= len(some.recon_errors()) <= 35  # ~15, chosen by file hash
+        full = everything.recon_errors()
+        assert all(np.isclose(full, e, rtol=1e-4).any() for e in some.recon_errors())  # the same measurements
+        ids_all, codes_all = everything.all_codes(8)
+        ids_some, codes_some = some.all_codes(8)
+        np.testing.assert_allclose(codes_some, codes_all, rtol=1e-5, atol=1e-6)  # encoder-only == with-error pass
+    # The service's calibration comes from the sample.
+    collection = Collection.open(tmp_path / "some")
+    assert len(collection.vectors.meta["calibration"]["error_quantiles"]) == 1001
+    collection.close()

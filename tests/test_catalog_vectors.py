@@ -6,7 +6,7 @@ import pytest
 
 from indexer.catalog import Catalog, NewImage
 from indexer.collection import load_vectors
-from indexer.vectors import VECTORS_FILE, VectorIndex, VectorsStale
+from indexer.vectors import META_FILE, VectorIndex, VectorsStale, ivf_lists
 
 
 def new_image(relpath: str, code, size: int = 10) -> NewImage:
@@ -59,17 +59,57 @@ def test_exact_search_finds_each_vector_first():
     np.testing.assert_allclose(distances[0, 1], np.linalg.norm(codes[0] - codes[found[0, 1] - 1000]), rtol=1e-4)
 
 
-def test_save_load_and_staleness(tmp_path):
-    codes = np.eye(4, dtype=np.float32)
-    VectorIndex.build(np.arange(4), codes, generation=7).save(tmp_path)
-    assert len(VectorIndex.load(tmp_path, 7)) == 4
+def clustered_codes(n: int, d: int = 30, clusters: int = 200, seed: int = 0) -> np.ndarray:
+    """Codes shaped like real ones: clumps of similar images, not uniform noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, d)).astype(np.float32)
+    return (centres[rng.integers(0, clusters, n)] + 0.3 * rng.normal(size=(n, d))).astype(np.float32)
+
+
+def test_large_collections_get_a_tuned_ivf_index_with_measured_recall():
+    codes, queries = np.split(clustered_codes(20_200), [20_000])  # queries: new images of the same kinds
+    ids = np.arange(7, 20_007, dtype=np.int64)
+    vectors = VectorIndex.build(ids, codes, generation=1, exact_limit=5_000)
+    assert vectors.kind == "ivf-flat" and vectors.meta["nlist"] == ivf_lists(20_000) == 512
+    assert vectors.meta["recall_at_10"] >= 0.98 and 1 <= vectors.nprobe <= vectors.meta["nlist"]
+    # Check the recorded recall independently, with numpy brute force on queries that are not in the index.
+    distances, found = vectors.search(queries, 10)
+    exact = np.sort(((queries[:, None, :] - codes[None]) ** 2).sum(-1), axis=1)[:, 9]  # (200,) 10th squared
+    assert ((distances**2 <= exact[:, None] * (1 + 1e-4) + 1e-5) & (found >= 0)).mean() >= 0.98
+    own_distances, own = vectors.search(codes[:100], 1)
+    assert np.array_equal(own[:, 0], ids[:100])
+    # A page deeper than the probed lists hold is still filled.
+    _, deep = vectors.search(queries[:1], 2_000)
+    assert (deep >= 0).all() and len(set(deep[0].tolist())) == 2_000
+
+
+def test_small_collections_stay_exact():
+    vectors = VectorIndex.build(np.arange(50), clustered_codes(50), generation=1)
+    assert vectors.kind == "exact" and vectors.meta["recall_at_10"] == 1.0
+
+
+@pytest.mark.parametrize("exact_limit", [100_000, 1_000])
+def test_save_load_and_staleness(tmp_path, exact_limit):
+    codes = clustered_codes(3_000)
+    VectorIndex.build(np.arange(3_000), codes, generation=7, exact_limit=exact_limit).save(tmp_path)
+    loaded = VectorIndex.load(tmp_path, 7)
+    assert len(loaded) == 3_000 and loaded.kind == ("exact" if exact_limit > 3_000 else "ivf-flat")
+    assert np.array_equal(loaded.search(codes[:20], 1)[1][:, 0], np.arange(20))
     with pytest.raises(VectorsStale, match="generation 7"):
         VectorIndex.load(tmp_path, 8)
-    (tmp_path / VECTORS_FILE).write_bytes((tmp_path / VECTORS_FILE).read_bytes()[:60])
-    with pytest.raises(VectorsStale):
+    index_file = tmp_path / "vectors-7.faiss"
+    data = index_file.read_bytes()
+    index_file.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VectorsStale, match="bytes"):
         VectorIndex.load(tmp_path, 7)
-    (tmp_path / VECTORS_FILE).write_bytes(b"garbage")
-    with pytest.raises(VectorsStale, match="not a lookalike vectors file"):
+    index_file.write_bytes(b"x" * len(data))
+    with pytest.raises(VectorsStale, match="corrupt"):
+        VectorIndex.load(tmp_path, 7)
+    (tmp_path / META_FILE).write_text("{half")
+    with pytest.raises(VectorsStale, match="unreadable"):
+        VectorIndex.load(tmp_path, 7)
+    (tmp_path / META_FILE).unlink()
+    with pytest.raises(VectorsStale, match="does not exist"):
         VectorIndex.load(tmp_path, 7)
 
 
@@ -78,15 +118,19 @@ def test_stale_or_corrupt_vectors_are_rebuilt_from_the_catalogue(tmp_path):
         with cat.conn:
             cat.upsert([new_image(f"{i}.jpg", [i, 0]) for i in range(5)])
             cat.bump_generation()
-        (tmp_path / VECTORS_FILE).write_bytes(b"half a file")
+        (tmp_path / "vectors.faiss").write_bytes(b"a format-1 file")  # what earlier versions wrote
         vectors = load_vectors(cat, tmp_path, 2, save=True)
         assert len(vectors) == 5 and vectors.generation == cat.generation
-        assert len(VectorIndex.load(tmp_path, cat.generation)) == 5  # and the repaired file was written
+        calibration = vectors.meta["calibration"]
+        assert calibration["score_scale"] > 0 and len(calibration["error_quantiles"]) == 1001
+        reloaded = VectorIndex.load(tmp_path, cat.generation)  # the repaired pair was written
+        assert len(reloaded) == 5 and reloaded.meta["calibration"] == vectors.meta["calibration"]
+        assert sorted(p.name for p in tmp_path.glob("vectors*")) == [f"vectors-{cat.generation}.faiss", META_FILE]
 
 
-def test_failed_save_leaves_previous_file_intact(tmp_path, monkeypatch):
+def test_failed_save_leaves_previous_index_in_force(tmp_path, monkeypatch):
     VectorIndex.build(np.arange(3), np.eye(3, dtype=np.float32), generation=1).save(tmp_path)
-    before = (tmp_path / VECTORS_FILE).read_bytes()
+    before = sorted(p.name for p in tmp_path.iterdir())
 
     def crash(*args):
         raise OSError("disk full")
@@ -94,5 +138,34 @@ def test_failed_save_leaves_previous_file_intact(tmp_path, monkeypatch):
     monkeypatch.setattr("os.replace", crash)
     with pytest.raises(OSError, match="disk full"):
         VectorIndex.build(np.arange(2), np.eye(2, 3, dtype=np.float32), generation=2).save(tmp_path)
-    assert (tmp_path / VECTORS_FILE).read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == [VECTORS_FILE]  # no temp file left behind
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no temp file left behind
+    assert len(VectorIndex.load(tmp_path, 1)) == 3
+
+
+def test_a_catalogue_from_before_sampled_errors_is_upgraded_in_place(tmp_path):
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "catalog.sqlite")  # the table as 0.1 wrote it: recon_error NOT NULL
+    conn.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE images (id INTEGER PRIMARY KEY AUTOINCREMENT, relpath TEXT NOT NULL UNIQUE,
+            size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, width INTEGER NOT NULL,
+            height INTEGER NOT NULL, code BLOB NOT NULL, recon_error REAL NOT NULL, indexed_at REAL NOT NULL);
+        CREATE TABLE skipped (relpath TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+            reason TEXT NOT NULL);
+    """)
+    code = np.zeros(2, "<f4").tobytes()
+    conn.executemany("INSERT INTO images VALUES (NULL, ?, 1, 1, 'ab', 4, 4, ?, 0.25, 0)",
+                     [("a.jpg", code), ("b.jpg", code), ("c.jpg", code)])
+    conn.execute("DELETE FROM images WHERE relpath = 'c.jpg'")  # id 3 is retired
+    conn.commit()
+    conn.close()
+    with Catalog(tmp_path) as cat:
+        assert cat.count() == 2 and cat.recon_errors().tolist() == [0.25, 0.25]
+        with cat.conn:
+            cat.upsert([NewImage("d.jpg", 1, 1, "cd", 4, 4, np.ones(2, np.float32), None)])  # not measured
+        assert cat.recon_errors().tolist() == [0.25, 0.25]
+        assert {r.relpath: r.id for r in cat.records([1, 2, 3, 4]).values()} == {"a.jpg": 1, "b.jpg": 2, "d.jpg": 4}
+    with Catalog(tmp_path) as cat:  # opening again changes nothing
+        assert cat.count() == 3

@@ -24,6 +24,8 @@ GOOD = {
     "LOOKALIKE_HOST": ("0.0.0.0", "0.0.0.0"),
     "LOOKALIKE_PORT": ("9001", 9001),
     "LOOKALIKE_THREADS": ("2", 2),
+    "LOOKALIKE_COMPUTE_THREADS": ("0", 0),
+    "LOOKALIKE_SEARCH_THREADS": ("4", 4),
     "LOOKALIKE_MAX_UPLOAD_MB": ("2.5", 2.5),
     "LOOKALIKE_DEFAULT_K": ("25", 25),
     "LOOKALIKE_THUMBNAIL_SIZE": ("128", 128),
@@ -33,6 +35,8 @@ GOOD = {
 BAD = {
     "LOOKALIKE_PORT": ["eighty", "0", "70000", "-1", "80.5", "8 0", "1_000"],
     "LOOKALIKE_THREADS": ["0", "-2", "many", "1.5"],
+    "LOOKALIKE_COMPUTE_THREADS": ["-1", "two", "1001"],
+    "LOOKALIKE_SEARCH_THREADS": ["-1", "1.0"],
     "LOOKALIKE_MAX_UPLOAD_MB": ["0", "-1", "lots", "nan", "inf"],
     "LOOKALIKE_DEFAULT_K": ["0", "1001", "ten"],
     "LOOKALIKE_THUMBNAIL_SIZE": ["0", "-16", "big"],

@@ -1,0 +1,65 @@
+"""Micro-batching of concurrent queries, with the real encoder of the tiny collection."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from encoder.embed import Encoder
+from encoder.preprocess import load_image
+from search_api.batcher import MicroBatcher
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_collection) -> Encoder:
+    return Encoder.load(tiny_collection.index_dir)
+
+
+def pixels_of(encoder: Encoder, paths) -> list[np.ndarray]:
+    return [load_image(p, encoder.image_size, encoder.channels).pixels for p in paths]
+
+
+def test_concurrent_images_are_encoded_together_with_the_same_results(encoder, tiny_collection):
+    images = pixels_of(encoder, tiny_collection.images[:8])
+    expected_codes, expected_errors = encoder.encode_with_error(np.stack(images))
+    gate = threading.Event()
+
+    def gated(batch):  # holds the worker on its first batch until all the other queries are queued
+        gate.wait(30)
+        return encoder.encode_with_error(batch)
+
+    batcher = MicroBatcher(gated, max_batch=32)
+    results: dict[int, tuple] = {}
+
+    def query(i: int) -> None:
+        results[i] = batcher.encode(images[i])
+
+    threads = [threading.Thread(target=query, args=(i,)) for i in range(8)]
+    threads[0].start()
+    deadline = time.monotonic() + 30
+    while batcher._queue.qsize() and time.monotonic() < deadline:  # the worker has taken query 0
+        time.sleep(0.005)
+    for t in threads[1:]:
+        t.start()
+    while batcher._queue.qsize() < 7 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    gate.set()
+    for t in threads:
+        t.join(30)
+    assert batcher.batches == 2 and batcher.images == 8  # query 0 alone, then the seven that queued behind it
+    for i in range(8):
+        np.testing.assert_allclose(results[i][0], expected_codes[i], rtol=1e-4, atol=1e-5)
+        assert results[i][1] == pytest.approx(float(expected_errors[i]), rel=1e-4, abs=1e-7)
+    batcher.close()
+    assert not batcher._worker.is_alive()
+
+
+def test_a_failing_batch_reaches_its_callers_and_the_worker_lives_on(encoder, tiny_collection):
+    batcher = MicroBatcher(encoder.encode_with_error)
+    with pytest.raises(ValueError, match="expected"):
+        batcher.encode(np.zeros((5, 5, 3), np.uint8))  # the wrong shape for this encoder
+    code, error = batcher.encode(pixels_of(encoder, tiny_collection.images[:1])[0])
+    assert code.shape == (encoder.code_size,) and error >= 0
+    batcher.close()
