@@ -1,12 +1,23 @@
-"""Speed of the whole loop on a real folder: indexing rate beside the pure-decode rate, query latency over HTTP.
+"""Speed at every size, beside the naive way of building the same thing, measured in one run on the same data.
 
-    python benchmarks/speed.py [--images ../shared/data/cifar10] [--epochs 5] [--queries 300]
+    python benchmarks/speed.py [--data ../shared/data] [--sizes 10000 100000 1000000] [--load-seconds 60]
+                               [--photos 1500] [--out benchmarks/results]
+    python benchmarks/speed.py --quick     # small sizes and short runs: checks the machinery in a minute or two
 
-Runs the real CLI and the real server (waitress) on the folder, and compares each figure with a baseline measured
-in the same run on the same files, because this machine's speed drifts: indexing against a plain Pillow decode of
-the same files with the same number of processes, and a search request against a /api/health request. Also checks
-that 100 indexed images, queried through the API, come back as their own top hit. Writes
-benchmarks/results/speed.json and speed.png and prints a markdown table. Skips cleanly when the folder is absent.
+1. Indexing: the real CLI (`indexer build`) on the CIFAR-10 JPEG folders and on a folder of 1024x768 photographs
+   (made by upscaling the Caltech-101 photos of ../shared/data, as none that large are stored), next to
+   - the pure Pillow decode rate of the same files with the same number of processes: the practical limit;
+   - the naive indexer: one Keras predict() per image after a full-size decode and resize.
+   The pipeline rate counts the decode + encode + commit stage (BuildReport.timings["encode"]); the wall rate
+   also pays process start-up, TensorFlow's import and the model load, a fixed cost of a few seconds.
+2. Collections of each --sizes: the CIFAR-10 collection's real codes, and above that synthetic codes drawn to
+   match them (a real code plus gaussian noise at a quarter of the codes' per-dimension spread, back on the unit
+   sphere like the real ones), written through the real catalogue and vectors code. For each: the index chosen
+   and its measured recall, vector bytes per image, server start-up time, single-query latency over HTTP with the
+   real server (CIFAR-10 test JPEGs as queries), and in-process vector search latency.
+3. Load: 8 client threads for --load-seconds against the largest size up to 100k, then against the naive server
+   (benchmarks/naive_server.py: predict() per request, numpy brute force) on the same collection.
+Writes speed.json, speed.md (the README's tables) and speed.png to --out; skips cleanly without the data.
 """
 from __future__ import annotations
 
@@ -15,10 +26,11 @@ import json
 import multiprocessing
 import os
 import platform
-import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -28,11 +40,35 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tests.conftest import start_server, stop_server  # noqa: E402  the same readiness-polling launcher as the tests
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from tests.conftest import free_port, start_server, stop_server  # noqa: E402  the tests' readiness-polling launcher
 
-DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "cifar10"
+DEFAULT_DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
+PHOTO_SIZE = (1024, 768)
+CLIENT_THREADS = 8
+# Issue 4's targets: (name, key in results["targets_measured"], goal, higher is better).
+TARGETS = (
+    ("Indexing rate / pure decode rate, CIFAR-10", "cifar_index_over_decode", 0.7, True),
+    ("Indexing rate / pure decode rate, 1024x768 photos", "photos_index_over_decode", 0.7, True),
+    ("HTTP search p50 at 100k, ms", "p50_100k_ms", 10.0, False),
+    ("HTTP search p99 at 100k, ms", "p99_100k_ms", 25.0, False),
+    ("Sustained queries/s, 8 clients", "sustained_qps", 200.0, True),
+    ("Errors under load", "load_errors", 0, False),
+    ("Query rate / naive baseline's", "qps_over_naive", 10.0, True),
+    ("Recall@10 of the approximate index vs exact", "min_recall_at_10", 0.98, True),
+    ("Vector search p50 at 1M, ms", "search_p50_1m_ms", 2.0, False),
+    ("Vector bytes per image at 1M", "bytes_per_image_1m", 300.0, False),
+    ("Server start-up at 1M, s", "startup_1m_s", 10.0, False),
+)
 
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. Indexing
 
 def pillow_decode(path: str) -> int:
     """The baseline's unit of work: open and fully decode one file to RGB."""
@@ -42,8 +78,9 @@ def pillow_decode(path: str) -> int:
 
 def decode_rate(files: list[str], workers: int) -> float:
     """Images/s for a plain Pillow decode of `files` with `workers` processes."""
-    started = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        list(pool.imap_unordered(pillow_decode, files[:64], chunksize=16))  # start-up is not decoding
+        started = time.perf_counter()
         for _ in pool.imap_unordered(pillow_decode, files, chunksize=64):
             pass
     return len(files) / (time.perf_counter() - started)
@@ -53,141 +90,429 @@ def cli(*args: str) -> tuple[dict, float]:
     """Run `python -m indexer ...`; returns its JSON summary and wall seconds."""
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "indexer", *args, "--quiet"], cwd=REPO, capture_output=True,
-                          text=True, check=True)
+                          text=True)
+    if proc.returncode:
+        raise RuntimeError(f"indexer {' '.join(args)} failed: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout), time.perf_counter() - started
+
+
+def naive_index_rate(index_dir: Path, files: list[str]) -> float:
+    """Images/s of the naive indexer: full decode, resize, one Keras predict() per image."""
+    import keras
+
+    import encoder.model  # noqa: F401
+    from benchmarks.naive_server import naive_pixels
+    from encoder.store import read_info
+
+    info = read_info(index_dir)
+    model = keras.saving.load_model(index_dir / "encoder.keras", compile=False)
+    size, channels = int(info["image_size"]), int(info["channels"])
+    model.encoder.predict(naive_pixels(Path(files[0]).read_bytes(), size, channels), verbose=0)  # warm-up
+    started = time.perf_counter()
+    for f in files:
+        model.encoder.predict(naive_pixels(Path(f).read_bytes(), size, channels), verbose=0)
+    return len(files) / (time.perf_counter() - started)
+
+
+def make_photos(source: Path, out: Path, count: int) -> list[str]:
+    """`count` 1024x768 JPEGs upscaled from the photos in `source` (with mild noise so that no two are alike)."""
+    sources = sorted(source.rglob("*.jpg"))[:count]
+    rng = np.random.default_rng(0)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, path in enumerate(sources):
+        with Image.open(path) as im:
+            big = np.asarray(im.convert("RGB").resize(PHOTO_SIZE, Image.BICUBIC), np.int16)
+        noisy = np.clip(big + rng.normal(0, 3, big.shape), 0, 255).astype(np.uint8)
+        target = out / path.parent.name / f"{i:05d}.jpg"
+        target.parent.mkdir(exist_ok=True)
+        Image.fromarray(noisy).save(target, quality=90)
+        files.append(str(target))
+    return files
+
+
+def measure_indexing(name: str, folder: Path, files: list[str], work: Path, epochs: int, naive_n: int) -> dict:
+    """Decode baseline, lookalike's build, the naive indexer, on the same files."""
+    workers = os.cpu_count() or 1
+    index = work / f"index-{name}"
+    decode = decode_rate(files, workers)
+    log(f"{name}: pure Pillow decode {decode:,.0f} images/s ({workers} processes, {len(files):,} files)")
+    trained, train_s = cli("train", str(folder), "--index", str(index), "--epochs", str(epochs),
+                           "--max-train-images", "5000")
+    built, build_s = cli("build", str(folder), "--index", str(index))
+    pipeline = built["indexed"] / built["timings"]["encode"]
+    log(f"{name}: lookalike indexed {built['indexed']:,} in {build_s:.1f}s wall; pipeline {pipeline:,.0f}/s "
+        f"({built['timings']})")
+    naive = naive_index_rate(index, files[:naive_n])
+    log(f"{name}: naive indexer (predict() per image) {naive:,.1f} images/s on {naive_n} files")
+    _, rerun_s = cli("build", str(folder), "--index", str(index))
+    return {"files": len(files), "decode_per_s": round(decode, 1), "pipeline_per_s": round(pipeline, 1),
+            "wall_per_s": round(built["indexed"] / build_s, 1), "wall_seconds": round(build_s, 2),
+            "timings": built["timings"], "naive_per_s": round(naive, 1), "naive_files": naive_n,
+            "over_decode": round(pipeline / decode, 3), "over_naive": round(pipeline / naive, 1),
+            "train_seconds": round(train_s, 1), "epochs": epochs, "unchanged_rerun_seconds": round(rerun_s, 2),
+            "index": str(index)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. Collections of each size
+
+def synthetic_codes(real: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """`n` codes like `real` (m, d): the real ones first, then resampled real codes plus noise."""
+    if n <= len(real):
+        return real[:n]
+    rng = np.random.default_rng(seed)
+    extra = real[rng.integers(0, len(real), n - len(real))]  # (n - m, d)
+    extra = extra + rng.normal(size=extra.shape).astype(np.float32) * (0.25 * real.std(axis=0))
+    norms = np.linalg.norm(real, axis=1)
+    if np.allclose(norms, 1.0, atol=1e-3):  # unit codes: keep the synthetic ones on the sphere too
+        extra /= np.linalg.norm(extra, axis=1, keepdims=True)
+    return np.concatenate([real, extra.astype(np.float32)])
+
+
+def make_collection(source: Path, target: Path, n: int) -> dict:
+    """A collection of `n` images with the source collection's model: real codes, then synthetic ones."""
+    from indexer.catalog import Catalog, NewImage
+    from indexer.collection import MODEL_KEY, load_vectors
+
+    target.mkdir(parents=True)
+    for name in ("encoder.keras", "encoder.json"):
+        shutil.copy2(source / name, target / name)
+    with Catalog(source, readonly=True) as real:
+        info = json.loads((source / "encoder.json").read_text())
+        _, codes = real.all_codes(int(info["code_size"]))
+        relpaths = real.relpaths()
+        root, model = real.get_meta("root"), real.get_meta(MODEL_KEY)
+    codes = synthetic_codes(codes, n)
+    started = time.perf_counter()
+    with Catalog(target) as catalog:
+        for start in range(0, n, 100_000):
+            rows = [NewImage(relpaths[i] if i < len(relpaths) else f"synthetic/{i:07d}.jpg", 1, 1, "0" * 64, 32, 32,
+                             codes[i], 0.01 if i % 50 == 0 else None) for i in range(start, min(n, start + 100_000))]
+            with catalog.conn:
+                catalog.upsert(rows)
+        with catalog.conn:
+            catalog.set_meta(MODEL_KEY, model)
+            catalog.set_meta("root", root)
+            catalog.bump_generation()
+        catalog_s = time.perf_counter() - started
+        started = time.perf_counter()
+        vectors = load_vectors(catalog, target, int(info["code_size"]), save=True)
+        vectors_s = time.perf_counter() - started
+    meta = vectors.meta
+    return {"images": n, "synthetic": max(0, n - len(relpaths)), "catalog_seconds": round(catalog_s, 1),
+            "vectors_seconds": round(vectors_s, 1), "index_kind": meta["kind"], "nlist": meta.get("nlist"),
+            "nprobe": meta.get("nprobe"), "recall_at_10": meta["recall_at_10"],
+            "vector_bytes_per_image": round(meta["file_bytes"] / n, 1),
+            "catalog_bytes_per_image": round((target / "catalog.sqlite").stat().st_size / n, 1)}
+
+
+def vector_search_ms(index_dir: Path, queries: np.ndarray) -> dict:
+    """In-process latency of one-query searches on the saved (memory-mapped) index."""
+    from indexer.catalog import Catalog
+    from indexer.vectors import VectorIndex, set_threads
+
+    set_threads(1)
+    with Catalog(index_dir, readonly=True) as catalog:
+        generation = catalog.generation
+    started = time.perf_counter()
+    vectors = VectorIndex.load(index_dir, generation)
+    open_ms = (time.perf_counter() - started) * 1000
+    times = []
+    for q in queries:
+        t = time.perf_counter()
+        vectors.search(q[None], 10)
+        times.append((time.perf_counter() - t) * 1000)
+    return {**percentiles(times), "open_ms": round(open_ms, 1)}
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:
     """p50/p95/p99 of a list of milliseconds."""
-    q = np.percentile(samples_ms, [50, 95, 99])
+    q = np.percentile(samples_ms, [50, 95, 99]) if samples_ms else [float("nan")] * 3
     return {"p50": round(float(q[0]), 2), "p95": round(float(q[1]), 2), "p99": round(float(q[2]), 2)}
 
 
-def time_requests(session: requests.Session, send, n: int) -> list[float]:
-    """Milliseconds per call of `send(session, i)` over n sequential calls (after a short warm-up)."""
-    for i in range(5):
-        send(session, i).raise_for_status()
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def sequential_ms(url: str, payloads: list[bytes], n: int) -> list[float]:
+    """Milliseconds per search-by-image request, one after another (after a warm-up)."""
     times = []
-    for i in range(n):
-        started = time.perf_counter()
-        send(session, i).raise_for_status()
-        times.append((time.perf_counter() - started) * 1000)
+    with requests.Session() as session:
+        for i in range(n + 10):
+            started = time.perf_counter()
+            response = session.post(f"{url}/api/search?k=10", files={"image": ("q.jpg", payloads[i % len(payloads)])})
+            response.raise_for_status()
+            if i >= 10:
+                times.append((time.perf_counter() - started) * 1000)
     return times
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of images to index")
-    parser.add_argument("--epochs", type=int, default=5, help="training epochs (training is timed separately)")
-    parser.add_argument("--queries", type=int, default=300, help="sequential HTTP queries to time")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    if not args.images.is_dir():
-        print(f"skipped: {args.images} is absent")
-        return 0
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    files = sorted(str(p) for p in args.images.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
-    workers = os.cpu_count() or 1
-    results: dict = {"machine": {"cpus": workers, "python": platform.python_version(), "platform": platform.platform()},
-                     "folder": str(args.images), "files": len(files)}
+def load(url: str, payloads: list[bytes], seconds: float, threads: int = CLIENT_THREADS) -> dict:
+    """`threads` clients searching back to back for `seconds`: rate, errors, latency."""
+    deadline = time.monotonic() + seconds
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    errors = [0] * threads
 
-    with tempfile.TemporaryDirectory() as tmp:
-        index = Path(tmp) / "index"
-        baseline = decode_rate(files, workers)
-        trained, train_s = cli("train", str(args.images), "--index", str(index), "--epochs", str(args.epochs))
-        built, build_s = cli("build", str(args.images), "--index", str(index))
-        rerun, rerun_s = cli("build", str(args.images), "--index", str(index))
-        rate = built["indexed"] / build_s
-        results["indexing"] = {
-            "train_seconds": round(train_s, 1), "epochs": args.epochs,
-            "build_seconds": round(build_s, 1), "indexed": built["indexed"], "skipped": built["skipped"],
-            "images_per_s": round(rate, 1), "pillow_decode_images_per_s": round(baseline, 1),
-            "ratio_to_decode": round(rate / baseline, 3),
-            "unchanged_rerun_seconds": round(rerun_s, 2), "rerun_indexed": rerun["indexed"],
-        }
+    def client(t: int) -> None:
+        with requests.Session() as session:
+            i = t
+            while time.monotonic() < deadline:
+                started = time.perf_counter()
+                try:
+                    ok = session.post(f"{url}/api/search?k=10", timeout=30,
+                                      files={"image": ("q.jpg", payloads[i % len(payloads)])}).status_code == 200
+                except requests.RequestException:
+                    ok = False
+                latencies[t].append((time.perf_counter() - started) * 1000)
+                errors[t] += not ok
+                i += threads
 
-        server = start_server(index, args.images, [])
+    started = time.monotonic()
+    workers = [threading.Thread(target=client, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.monotonic() - started
+    done = sum(len(x) for x in latencies)
+    return {"threads": threads, "seconds": round(elapsed, 1), "requests": done, "errors": sum(errors),
+            "qps": round(done / elapsed, 1), **percentiles([v for x in latencies for v in x])}
+
+
+def start_naive(index_dir: Path) -> tuple[subprocess.Popen, str]:
+    """benchmarks/naive_server.py on a free port, once /api/health answers."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "naive_server.py"), "--index",
+                                str(index_dir), "--port", str(port)], cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"naive server exited: {process.stderr.read()[-2000:]}")
         try:
-            session = requests.Session()
-            rng = np.random.default_rng(0)
-            sample = [files[i] for i in rng.choice(len(files), args.queries, replace=False)]
-            payloads = [Path(f).read_bytes() for f in sample]
-            search_ms = time_requests(session, lambda s, i: s.post(
-                f"{server.url}/api/search?k=10", files={"image": ("q.jpg", payloads[i % len(payloads)])}),
-                args.queries)
-            health_ms = time_requests(session, lambda s, i: s.get(f"{server.url}/api/health"), args.queries)
-            by_id_ms = time_requests(session, lambda s, i: s.get(f"{server.url}/api/search?id={i + 1}&k=10"),
-                                     args.queries)
-            results["http"] = {"search_by_image_ms": percentiles(search_ms), "search_by_id_ms": percentiles(by_id_ms),
-                               "health_ms": percentiles(health_ms),
-                               "search_over_health_p50": round(statistics.median(search_ms)
-                                                               / statistics.median(health_ms), 2)}
-            # Self-retrieval spot check: 100 indexed images, each must come back as its own top hit.
-            root = args.images.resolve()
-            own, misses = 0, []
-            for f in sample[:100]:
-                hits = session.post(f"{server.url}/api/search?k=2", data=Path(f).read_bytes()).json()["results"]
-                expected = Path(f).resolve().relative_to(root).as_posix()
-                if hits[0]["path"] == expected:
-                    own += 1
-                else:
-                    misses.append({"query": expected, "top": hits[0]["path"], "distance": hits[0]["distance"]})
-            results["self_retrieval"] = {"queries": len(sample[:100]), "own_top_hit": own, "misses": misses}
-        finally:
-            stop_server(server)
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "speed.json").write_text(json.dumps(results, indent=2) + "\n")
-    chart(results, args.out / "speed.png")
-    print(table(results))
-    return 0
+            if requests.get(url + "/api/health", timeout=1).ok:
+                return process, url
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("naive server did not start")
 
 
-def table(r: dict) -> str:
-    """The README's markdown table."""
-    ix, http = r["indexing"], r["http"]
-    rows = [
-        ("Indexing (decode + encode + commit), images/s", f"{ix['images_per_s']:,.0f}",
-         f"{ix['ratio_to_decode']:.2f}× the plain Pillow decode rate ({ix['pillow_decode_images_per_s']:,.0f}/s)"),
-        ("Training, s", f"{ix['train_seconds']:.0f}", f"{ix['epochs']} epochs at most, on up to 10,000 images"),
-        ("Unchanged re-run, s", f"{ix['unchanged_rerun_seconds']:.2f}", f"{ix['rerun_indexed']} images encoded"),
-        ("Search by image over HTTP, p50 / p95 / p99 ms",
-         "{p50} / {p95} / {p99}".format(**http["search_by_image_ms"]),
-         f"{http['search_over_health_p50']}× a /api/health round trip"),
-        ("Search by id over HTTP, p50 / p95 / p99 ms", "{p50} / {p95} / {p99}".format(**http["search_by_id_ms"]), ""),
-        ("Own image as top hit (API spot check)",
-         f"{r['self_retrieval']['own_top_hit']} / {r['self_retrieval']['queries']}", ""),
-    ]
-    lines = [f"{r['files']:,} files in {Path(r['folder']).name}/, {r['machine']['cpus']} CPU cores", "",
-             "| Measure | Value | Against the baseline |", "|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    return "\n".join(lines)
+# ---------------------------------------------------------------------------------------------------------------
+# Report
+
+def measured_targets(r: dict) -> dict:
+    """The values the TARGETS table compares."""
+    sizes = {c["images"]: c for c in r.get("collections", [])}
+    big = sizes.get(1_000_000, {})
+    at_100k = sizes.get(100_000, {})
+    approximate = [c["recall_at_10"] for c in r.get("collections", []) if c["index_kind"] != "exact"]
+    return {
+        "cifar_index_over_decode": r.get("indexing", {}).get("cifar10", {}).get("over_decode"),
+        "photos_index_over_decode": r.get("indexing", {}).get("photos", {}).get("over_decode"),
+        "p50_100k_ms": at_100k.get("http_ms", {}).get("p50"),
+        "p99_100k_ms": at_100k.get("http_ms", {}).get("p99"),
+        "sustained_qps": r.get("load", {}).get("lookalike", {}).get("qps"),
+        "load_errors": r.get("load", {}).get("lookalike", {}).get("errors"),
+        "qps_over_naive": r.get("load", {}).get("qps_over_naive"),
+        "min_recall_at_10": min(approximate) if approximate else None,
+        "search_p50_1m_ms": big.get("vector_search_ms", {}).get("p50"),
+        "bytes_per_image_1m": big.get("vector_bytes_per_image"),
+        "startup_1m_s": big.get("startup_seconds"),
+    }
+
+
+def markdown(r: dict) -> str:
+    """The README's tables."""
+    m = r["targets_measured"]
+    lines = [f"{r['machine']['cpus']} CPU cores, Python {r['machine']['python']}; run of {r['date']}", "",
+             "| Target | Goal | Measured | Met |", "|---|---:|---:|:---:|"]
+    for title, key, goal, higher in TARGETS:
+        value = m.get(key)
+        met = "" if value is None else ("yes" if (value >= goal if higher else value <= goal) else "**no**")
+        lines.append(f"| {title} | {'≥' if higher else '≤'} {goal:g} | {'—' if value is None else f'{value:g}'} "
+                     f"| {met} |")
+    if r.get("indexing"):
+        lines += ["", "Indexing (images/s; pipeline = decode + encode + commit, wall = the whole CLI run):", "",
+                  "| Folder | Files | Pure decode | lookalike pipeline | lookalike wall | Naive (predict() per image) "
+                  "| lookalike / decode | lookalike / naive |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, ix in r["indexing"].items():
+            lines.append(f"| {name} | {ix['files']:,} | {ix['decode_per_s']:,.0f} | {ix['pipeline_per_s']:,.0f} | "
+                         f"{ix['wall_per_s']:,.0f} | {ix['naive_per_s']:,.1f} | {ix['over_decode']:.2f}× | "
+                         f"{ix['over_naive']:,.0f}× |")
+    if r.get("collections"):
+        lines += ["", "Collections (codes beyond the real CIFAR-10 ones are synthetic; HTTP = search by image, "
+                  "sequential, real server):", "",
+                  "| Images | Index | Recall@10 | Vector bytes/image | Build s | Start-up s | Server RSS MB "
+                  "| HTTP p50 / p95 / p99 ms | Vector search p50 / p99 ms |",
+                  "|---:|---|---:|---:|---:|---:|---:|---|---|"]
+        for c in r["collections"]:
+            kind = c["index_kind"] + (f" ({c['nlist']} lists, nprobe {c['nprobe']})" if c.get("nlist") else "")
+            h, v = c["http_ms"], c["vector_search_ms"]
+            lines.append(f"| {c['images']:,} | {kind} | {c['recall_at_10']:.3f} | {c['vector_bytes_per_image']:g} | "
+                         f"{c['vectors_seconds']:g} | {c['startup_seconds']:g} | {c['server_rss_mb']:g} | "
+                         f"{h['p50']} / {h['p95']} / {h['p99']} | {v['p50']} / {v['p99']} |")
+    if r.get("load"):
+        ld = r["load"]
+        lines += ["", f"Load: {CLIENT_THREADS} client threads searching by image back to back on the "
+                  f"{ld['images']:,}-image collection:", "",
+                  "| Server | Seconds | Requests | Errors | Queries/s | p50 / p95 / p99 ms |",
+                  "|---|---:|---:|---:|---:|---|"]
+        for name in ("lookalike", "naive"):
+            x = ld.get(name)
+            if x:
+                lines.append(f"| {name} | {x['seconds']} | {x['requests']:,} | {x['errors']} | {x['qps']:,.1f} | "
+                             f"{x['p50']} / {x['p95']} / {x['p99']} |")
+    return "\n".join(lines) + "\n"
 
 
 def chart(r: dict, path: Path) -> None:
-    """Two panels: indexing rate beside the decode rate; HTTP latency percentiles."""
+    """Three panels: indexing rates, latency by collection size, throughput against the naive server."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    ix = r["indexing"]
-    left.bar(["Pillow decode\n(baseline)", "lookalike\nindexing"],
-             [ix["pillow_decode_images_per_s"], ix["images_per_s"]], color=["#999", "#2a7"])
-    left.set_ylabel("images / s")
-    left.set_title(f"Indexing {r['files']:,} files ({r['machine']['cpus']} cores)")
-    names = ["health", "search by id", "search by image"]
-    keys = ["health_ms", "search_by_id_ms", "search_by_image_ms"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    ax = axes[0]
+    names = list(r.get("indexing", {}))
     x = np.arange(len(names))
-    for j, p in enumerate(("p50", "p95", "p99")):
-        right.bar(x + (j - 1) * 0.25, [r["http"][k][p] for k in keys], 0.25, label=p)
-    right.set_xticks(x, names)
-    right.set_ylabel("ms")
-    right.set_title("HTTP latency, sequential requests")
-    right.legend()
+    for j, (key, label, colour) in enumerate([("decode_per_s", "pure decode", "#999"),
+                                               ("pipeline_per_s", "lookalike", "#2a7"),
+                                               ("naive_per_s", "naive", "#d64")]):
+        ax.bar(x + (j - 1) * 0.27, [r["indexing"][n][key] for n in names], 0.27, label=label, color=colour)
+    ax.set_xticks(x, names)
+    ax.set_yscale("log")
+    ax.set_ylabel("images / s (log)")
+    ax.set_title("Indexing")
+    ax.legend()
+    ax = axes[1]
+    sizes = [c["images"] for c in r.get("collections", [])]
+    for p, style in (("p50", "o-"), ("p99", "s--")):
+        ax.plot(sizes, [c["http_ms"][p] for c in r["collections"]], style, label=f"HTTP {p}")
+        ax.plot(sizes, [c["vector_search_ms"][p] for c in r["collections"]], style, alpha=0.5,
+                label=f"vector search {p}")
+    ax.set_xscale("log")
+    ax.set_xlabel("images in the collection")
+    ax.set_ylabel("ms")
+    ax.set_title("Single-query latency")
+    ax.legend(fontsize=8)
+    ax = axes[2]
+    ld = r.get("load", {})
+    servers = [s for s in ("lookalike", "naive") if ld.get(s)]
+    ax.bar(servers, [ld[s]["qps"] for s in servers], color=["#2a7", "#d64"][: len(servers)])
+    ax.set_ylabel("queries / s")
+    ax.set_title(f"{CLIENT_THREADS} concurrent clients, {ld.get('images', 0):,} images")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write(r: dict, out: Path) -> None:
+    """speed.json, speed.md and speed.png."""
+    r["targets_measured"] = measured_targets(r)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "speed.json").write_text(json.dumps(r, indent=2) + "\n")
+    (out / "speed.md").write_text(markdown(r))
+    chart(r, out / "speed.png")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding cifar10/ and caltech101/")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--load-seconds", type=float, default=60.0)
+    parser.add_argument("--naive-load-seconds", type=float, default=20.0)
+    parser.add_argument("--photos", type=int, default=1500, help="1024x768 photographs to generate and index")
+    parser.add_argument("--queries", type=int, default=300, help="sequential HTTP queries per collection size")
+    parser.add_argument("--epochs", type=int, default=2, help="training epochs (speed does not depend on them)")
+    parser.add_argument("--limit", type=int, help="index at most this many CIFAR-10 files")
+    parser.add_argument("--quick", action="store_true", help="small sizes, short runs: a check, not a measurement")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.load_seconds, args.naive_load_seconds = [2_000, 5_000], 3.0, 3.0
+        args.photos, args.queries, args.epochs, args.limit = 60, 30, 1, args.limit or 2_000
+    cifar = args.data / "cifar10"
+    if not cifar.is_dir():
+        print(f"skipped: {cifar} is absent; nothing written")
+        return 0
+    files = sorted(str(p) for p in cifar.rglob("*.jpg"))[: args.limit]
+    results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                 "platform": platform.platform()}, "date": time.strftime("%Y-%m-%d"),
+                     "arguments": {k: str(v) for k, v in vars(args).items()}, "indexing": {}, "collections": []}
+    with tempfile.TemporaryDirectory(prefix="lookalike-speed-") as tmp:
+        work = Path(tmp)
+        folder = cifar
+        if args.limit:  # a subset: link the files into a folder of their own
+            folder = work / "cifar10"
+            for f in files:
+                target = folder / Path(f).relative_to(cifar)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(f, target)
+        naive_n = 40 if args.quick else 300
+        results["indexing"]["cifar10"] = measure_indexing("cifar10", folder, files, work, args.epochs, naive_n)
+        caltech = args.data / "caltech101"
+        if caltech.is_dir() and args.photos:
+            photos = make_photos(caltech, work / "photos", args.photos)
+            results["indexing"]["photos"] = measure_indexing("photos", work / "photos", photos, work, args.epochs,
+                                                             naive_n // 3)
+        write(results, args.out)
+
+        source = Path(results["indexing"]["cifar10"]["index"])
+        queries = [Path(f).read_bytes() for f in files if "/test/" in f][:500] or [Path(f).read_bytes()
+                                                                                   for f in files[:500]]
+        from indexer.catalog import Catalog
+
+        with Catalog(source, readonly=True) as catalog:
+            _, real_codes = catalog.all_codes(json.loads((source / "encoder.json").read_text())["code_size"])
+        probe = synthetic_codes(real_codes, len(real_codes) + 1000, seed=1)[-1000:]  # fresh codes, like queries
+        load_size = max([s for s in args.sizes if s <= 100_000] or args.sizes[:1])
+        for n in args.sizes:
+            index = work / f"collection-{n}"
+            entry = make_collection(source, index, n)
+            log(f"{n:,} images: {entry['index_kind']} index, recall@10 {entry['recall_at_10']}, "
+                f"{entry['vector_bytes_per_image']} bytes/image, built in {entry['vectors_seconds']}s")
+            entry["vector_search_ms"] = vector_search_ms(index, probe)
+            started = time.perf_counter()
+            server = start_server(index, cifar, [])
+            entry["startup_seconds"] = round(time.perf_counter() - started, 2)
+            try:
+                entry["http_ms"] = percentiles(sequential_ms(server.url, queries, args.queries))
+                entry["server_rss_mb"] = rss_mb(server.process.pid)
+                log(f"{n:,} images: start-up {entry['startup_seconds']}s, HTTP {entry['http_ms']}, "
+                    f"vector search {entry['vector_search_ms']}, RSS {entry['server_rss_mb']} MB")
+                if n == load_size:
+                    results["load"] = {"images": n, "lookalike": load(server.url, queries, args.load_seconds)}
+                    log(f"load on {n:,}: {results['load']['lookalike']}")
+                    with requests.Session() as session:
+                        metrics = session.get(f"{server.url}/metrics").text
+                    results["load"]["metrics_lines"] = len(metrics.splitlines())
+            finally:
+                stop_server(server)
+            results["collections"].append(entry)
+            if n == load_size:
+                process, url = start_naive(index)
+                try:
+                    naive = load(url, queries, args.naive_load_seconds)
+                finally:
+                    process.terminate()
+                    process.wait(timeout=30)
+                results["load"]["naive"] = naive
+                results["load"]["qps_over_naive"] = round(
+                    results["load"]["lookalike"]["qps"] / max(naive["qps"], 1e-9), 1)
+                log(f"naive server on {n:,}: {naive}")
+            shutil.rmtree(index, ignore_errors=True)
+            write(results, args.out)
+    print(markdown(results))
+    return 0
 
 
 if __name__ == "__main__":

@@ -68,12 +68,14 @@ class BuildReport:
     images: int = 0
     seconds: float = 0.0
     model: str = ""
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage: scan, train, encode, vectors
 
     def summary(self) -> dict:
         """The counts as a JSON-able dict."""
         return {"indexed": self.indexed, "unchanged": self.unchanged, "removed": self.removed,
                 "skipped": len(self.skipped), "images": self.images, "trained": self.trained,
-                "seconds": round(self.seconds, 2), "model": self.model}
+                "seconds": round(self.seconds, 2), "model": self.model,
+                "timings": {k: round(v, 3) for k, v in self.timings.items()}}
 
 
 @dataclass(frozen=True)
@@ -220,11 +222,14 @@ def build(images_dir: str | os.PathLike, index_dir: str | os.PathLike, options: 
     report = BuildReport()
     with _exclusive(index_dir), Catalog(index_dir) as catalog:
         found = scan(root, exclude=index_dir)
+        report.timings["scan"] = time.perf_counter() - started
         if not found.images and not catalog.count():
             raise BuildError(f"no images found in {root} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
         predecoded: dict[str, Decoded] = {}
         if options.retrain or train_only or not store.has_model(index_dir):
+            stage = time.perf_counter()
             info, sample = train_on(root, found.images, index_dir, options)
+            report.timings["train"] = time.perf_counter() - stage
             predecoded = {d.entry.relpath: d for d in sample}
             report.trained = True
         else:
@@ -266,11 +271,17 @@ def build(images_dir: str | os.PathLike, index_dir: str | os.PathLike, options: 
                 catalog.bump_generation()
 
         if todo:
+            stage = time.perf_counter()
             encoder = Encoder.load(index_dir)
+            report.timings["load_model"] = time.perf_counter() - stage
+            stage = time.perf_counter()
             _encode_into(catalog, encoder, root, todo, predecoded, options, report)
+            report.timings["encode"] = time.perf_counter() - stage  # decode + encode + commit, overlapped
         report.skipped.extend(found.passed_over)
         report.skipped.sort()
+        stage = time.perf_counter()
         load_vectors(catalog, index_dir, int(info["code_size"]), save=True)  # rebuilt only when stale
+        report.timings["vectors"] = time.perf_counter() - stage
         _write_skipped(index_dir, report.skipped)
         report.images = catalog.count()
     report.seconds = time.perf_counter() - started
