@@ -133,8 +133,21 @@ def cmd_info(args: argparse.Namespace) -> int:
         "model": f"sha256:{info['sha256']}",
         "encoder": {k: info[k] for k in ("variant", "image_size", "channels", "code_size")},
         "training": training_summary(info),
+        "vectors": vectors_summary(args.index),
     }, indent=2))
     return 0
+
+
+def vectors_summary(index_dir: Path) -> dict | None:
+    """The search index as the last build chose and measured it (vectors.json), or None before the first build."""
+    from indexer.vectors import META_FILE
+
+    try:
+        meta = json.loads((index_dir / META_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    keys = ("kind", "images", "nlist", "nprobe", "recall_at_10", "file_bytes", "build_seconds", "generation")
+    return {k: meta[k] for k in keys if k in meta}
 
 
 def cmd_search(args: argparse.Namespace) -> int:

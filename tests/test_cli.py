@@ -36,6 +36,8 @@ def test_info_describes_collection_and_model(tiny_collection):
     assert info["encoder"] == {"variant": "sparse", "image_size": 16, "channels": 3, "code_size": 8}
     assert info["training"]["epochs_run"] >= 1 and "history" not in info["training"]
     assert info["skipped"] == 3
+    assert info["vectors"]["kind"] == "exact" and info["vectors"]["images"] == 40
+    assert info["vectors"]["recall_at_10"] == 1.0 and info["vectors"]["file_bytes"] > 40 * 8 * 4
 
 
 def test_search_finds_the_query_itself_first(tiny_collection):
