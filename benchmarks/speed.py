@@ -77,7 +77,9 @@ def pillow_decode(path: str) -> int:
 
 
 def decode_rate(files: list[str], workers: int) -> float:
-    """Images/s for a plain Pillow decode of `files` with `workers` processes."""
+    """Images/s for a plain Pillow decode of `files` with `workers` processes, from a warm page cache."""
+    for f in files:  # the build that follows reads warm files too: compare decoding, not the first disk read
+        Path(f).read_bytes()
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         list(pool.imap_unordered(pillow_decode, files[:64], chunksize=16))  # start-up is not decoding
         started = time.perf_counter()
@@ -140,7 +142,7 @@ def measure_indexing(name: str, folder: Path, files: list[str], work: Path, epoc
     trained, train_s = cli("train", str(folder), "--index", str(index), "--epochs", str(epochs),
                            "--max-train-images", "5000")
     built, build_s = cli("build", str(folder), "--index", str(index))
-    pipeline = built["indexed"] / built["timings"]["encode"]
+    pipeline = built["indexed"] / built["timings"]["index"]
     log(f"{name}: lookalike indexed {built['indexed']:,} in {build_s:.1f}s wall; pipeline {pipeline:,.0f}/s "
         f"({built['timings']})")
     naive = naive_index_rate(index, files[:naive_n])
@@ -451,12 +453,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="lookalike-speed-") as tmp:
         work = Path(tmp)
         folder = cifar
-        if args.limit:  # a subset: link the files into a folder of their own
+        if args.limit:  # a subset: copy the files into a folder of their own (the scanner refuses symlinks out)
             folder = work / "cifar10"
             for f in files:
                 target = folder / Path(f).relative_to(cifar)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                os.symlink(f, target)
+                shutil.copyfile(f, target)
         naive_n = 40 if args.quick else 300
         results["indexing"]["cifar10"] = measure_indexing("cifar10", folder, files, work, args.epochs, naive_n)
         caltech = args.data / "caltech101"
