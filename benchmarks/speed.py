@@ -1,15 +1,17 @@
 """Speed at every size, beside the naive way of building the same thing, measured in one run on the same data.
 
     python benchmarks/speed.py [--data ../shared/data] [--sizes 10000 100000 1000000] [--load-seconds 60]
-                               [--photos 1500] [--out benchmarks/results]
+                               [--photos 4000] [--out benchmarks/results]
     python benchmarks/speed.py --quick     # small sizes and short runs: checks the machinery in a minute or two
 
 1. Indexing: the real CLI (`indexer build`) on the CIFAR-10 JPEG folders and on a folder of 1024x768 photographs
-   (made by upscaling the Caltech-101 photos of ../shared/data, as none that large are stored), next to
+   (4,000 made by upscaling the Caltech-101 photos of ../shared/data, as none that large are stored), next to
    - the pure Pillow decode rate of the same files with the same number of processes: the practical limit;
    - the naive indexer: one Keras predict() per image after a full-size decode and resize.
-   The pipeline rate counts the decode + encode + commit stage (BuildReport.timings["encode"]); the wall rate
-   also pays process start-up, TensorFlow's import and the model load, a fixed cost of a few seconds.
+   The pipeline rate is build() run afresh in the benchmark's process, where TensorFlow already runs (what a
+   long-lived indexer pays): BuildReport.timings["index"], the model load, decode, encode and commit, overlapped.
+   The wall rate is the CLI from process start, with Python's and TensorFlow's start-up (~3 s). Beside them, the
+   encoder alone on in-memory pixels: the bound that the encoding stage sets.
 2. Collections of each --sizes: the CIFAR-10 collection's real codes, and above that synthetic codes drawn to
    match them (a real code plus gaussian noise at a quarter of the codes' per-dimension spread, back on the unit
    sphere like the real ones), written through the real catalogue and vectors code. For each: the index chosen
@@ -116,21 +118,58 @@ def naive_index_rate(index_dir: Path, files: list[str]) -> float:
     return len(files) / (time.perf_counter() - started)
 
 
+def encoder_rate(index_dir: Path, n: int = 4096) -> dict[str, float]:
+    """Images/s of the collection's encoder alone on in-memory pixels: the bound the encoding stage sets."""
+    from encoder.embed import Encoder
+
+    encoder = Encoder.load(index_dir)
+    pixels = np.random.default_rng(0).integers(0, 256, (n, encoder.image_size, encoder.image_size,
+                                                         encoder.channels), dtype=np.uint8)
+    rates = {}
+    for name, fn in (("encode", encoder.encode), ("encode_with_error", encoder.encode_with_error)):
+        fn(pixels[: encoder.batch_size])  # warm-up: graph tracing
+        started = time.perf_counter()
+        fn(pixels)
+        rates[name] = round(n / (time.perf_counter() - started), 1)
+    return rates
+
+
+def in_process_build(folder: Path, index: Path) -> dict:
+    """build() of `folder` afresh with the same model, in this process, where TensorFlow is already running.
+
+    What a long-lived indexer pays per image: the CLI's wall time adds Python's and TensorFlow's start-up
+    (~3 s), which decoding overlaps but which dominates a folder of a few thousand images.
+    """
+    from indexer.build import BuildOptions, build
+
+    again = index.parent / f"{index.name}-again"
+    again.mkdir()
+    for name in ("encoder.keras", "encoder.json"):
+        shutil.copy2(index / name, again / name)
+    try:
+        report = build(folder, again, BuildOptions(progress=False))
+    finally:
+        shutil.rmtree(again, ignore_errors=True)
+    return {"indexed": report.indexed, "timings": {k: round(v, 3) for k, v in report.timings.items()}}
+
+
+def make_photo(job: tuple[str, str, int]) -> str:
+    """One 1024x768 JPEG upscaled from `source`, with mild noise (seeded by `i`) so that no two are alike."""
+    source, target, i = job
+    with Image.open(source) as im:
+        big = np.asarray(im.convert("RGB").resize(PHOTO_SIZE, Image.BICUBIC), np.int16)
+    noisy = np.clip(big + np.random.default_rng(i).normal(0, 3, big.shape), 0, 255).astype(np.uint8)
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(noisy).save(target, quality=90)
+    return target
+
+
 def make_photos(source: Path, out: Path, count: int) -> list[str]:
-    """`count` 1024x768 JPEGs upscaled from the photos in `source` (with mild noise so that no two are alike)."""
+    """`count` 1024x768 JPEGs upscaled from the photos in `source`, made in one process per core."""
     sources = sorted(source.rglob("*.jpg"))[:count]
-    rng = np.random.default_rng(0)
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for i, path in enumerate(sources):
-        with Image.open(path) as im:
-            big = np.asarray(im.convert("RGB").resize(PHOTO_SIZE, Image.BICUBIC), np.int16)
-        noisy = np.clip(big + rng.normal(0, 3, big.shape), 0, 255).astype(np.uint8)
-        target = out / path.parent.name / f"{i:05d}.jpg"
-        target.parent.mkdir(exist_ok=True)
-        Image.fromarray(noisy).save(target, quality=90)
-        files.append(str(target))
-    return files
+    jobs = [(str(path), str(out / path.parent.name / f"{i:05d}.jpg"), i) for i, path in enumerate(sources)]
+    with multiprocessing.get_context("spawn").Pool(os.cpu_count() or 1) as pool:
+        return pool.map(make_photo, jobs, chunksize=32)
 
 
 def measure_indexing(name: str, folder: Path, files: list[str], work: Path, epochs: int, naive_n: int) -> dict:
@@ -142,15 +181,19 @@ def measure_indexing(name: str, folder: Path, files: list[str], work: Path, epoc
     trained, train_s = cli("train", str(folder), "--index", str(index), "--epochs", str(epochs),
                            "--max-train-images", "5000")
     built, build_s = cli("build", str(folder), "--index", str(index))
-    pipeline = built["indexed"] / built["timings"]["index"]
-    log(f"{name}: lookalike indexed {built['indexed']:,} in {build_s:.1f}s wall; pipeline {pipeline:,.0f}/s "
-        f"({built['timings']})")
+    log(f"{name}: lookalike CLI indexed {built['indexed']:,} in {build_s:.1f}s wall ({built['timings']})")
+    alone = encoder_rate(index)  # also starts TensorFlow in this process, for the in-process build
+    log(f"{name}: the encoder alone, in memory: {alone} images/s")
+    again = in_process_build(folder, index)
+    pipeline = again["indexed"] / again["timings"]["index"]
+    log(f"{name}: lookalike in-process build {pipeline:,.0f} images/s ({again['timings']})")
     naive = naive_index_rate(index, files[:naive_n])
     log(f"{name}: naive indexer (predict() per image) {naive:,.1f} images/s on {naive_n} files")
     _, rerun_s = cli("build", str(folder), "--index", str(index))
     return {"files": len(files), "decode_per_s": round(decode, 1), "pipeline_per_s": round(pipeline, 1),
             "wall_per_s": round(built["indexed"] / build_s, 1), "wall_seconds": round(build_s, 2),
-            "timings": built["timings"], "naive_per_s": round(naive, 1), "naive_files": naive_n,
+            "timings": built["timings"], "in_process_timings": again["timings"], "encoder_alone_per_s": alone["encode"],
+            "encoder_with_error_per_s": alone["encode_with_error"], "naive_per_s": round(naive, 1), "naive_files": naive_n,
             "over_decode": round(pipeline / decode, 3), "over_naive": round(pipeline / naive, 1),
             "train_seconds": round(train_s, 1), "epochs": epochs, "unchanged_rerun_seconds": round(rerun_s, 2),
             "index": str(index)}
@@ -342,12 +385,18 @@ def markdown(r: dict) -> str:
         lines.append(f"| {title} | {'≥' if higher else '≤'} {goal:g} | {'—' if value is None else f'{value:g}'} "
                      f"| {met} |")
     if r.get("indexing"):
-        lines += ["", "Indexing (images/s; pipeline = decode + encode + commit, wall = the whole CLI run):", "",
-                  "| Folder | Files | Pure decode | lookalike pipeline | lookalike wall | Naive (predict() per image) "
-                  "| lookalike / decode | lookalike / naive |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += ["", "Indexing (images/s; pipeline = build() in a process where TensorFlow already runs: model load, "
+                  "decode, encode, commit, overlapped; wall = the CLI from process start, with Python's and "
+                  "TensorFlow's start-up; encoder alone = the model on in-memory pixels, without / with the "
+                  "reconstruction pass that the pipeline runs on a 1,000-image sample):", "",
+                  "| Folder | Files | Pure decode | lookalike pipeline | lookalike wall | Encoder alone "
+                  "| Naive (predict() per image) | lookalike / decode | lookalike / naive |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, ix in r["indexing"].items():
+            alone = (f"{ix['encoder_alone_per_s']:,.0f} / {ix['encoder_with_error_per_s']:,.0f}"
+                     if "encoder_alone_per_s" in ix else "—")
             lines.append(f"| {name} | {ix['files']:,} | {ix['decode_per_s']:,.0f} | {ix['pipeline_per_s']:,.0f} | "
-                         f"{ix['wall_per_s']:,.0f} | {ix['naive_per_s']:,.1f} | {ix['over_decode']:.2f}× | "
+                         f"{ix['wall_per_s']:,.0f} | {alone} | {ix['naive_per_s']:,.1f} | {ix['over_decode']:.2f}× | "
                          f"{ix['over_naive']:,.0f}× |")
     if r.get("collections"):
         lines += ["", "Collections (codes beyond the real CIFAR-10 ones are synthetic; HTTP = search by image, "
@@ -432,7 +481,7 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--load-seconds", type=float, default=60.0)
     parser.add_argument("--naive-load-seconds", type=float, default=20.0)
-    parser.add_argument("--photos", type=int, default=1500, help="1024x768 photographs to generate and index")
+    parser.add_argument("--photos", type=int, default=4000, help="1024x768 photographs to generate and index")
     parser.add_argument("--queries", type=int, default=300, help="sequential HTTP queries per collection size")
     parser.add_argument("--epochs", type=int, default=2, help="training epochs (speed does not depend on them)")
     parser.add_argument("--limit", type=int, help="index at most this many CIFAR-10 files")

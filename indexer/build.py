@@ -19,6 +19,7 @@ import numpy as np
 
 from encoder import store
 from encoder.preprocess import IMAGE_EXTENSIONS, ImageError, load_image, peek_size
+from encoder.runtime import configure_threads
 from encoder.train import TrainConfig
 from indexer.catalog import Catalog, NewImage
 from indexer.collection import MODEL_KEY, check_model_matches, load_vectors
@@ -312,6 +313,7 @@ def build(images_dir: str | os.PathLike, index_dir: str | os.PathLike, options: 
             # The decode workers start first and run while TensorFlow and the model load.
             with decoding(root, rest, int(info["image_size"]), int(info["channels"]), options.workers,
                           options.progress, "indexing") as fresh:
+                configure_threads()  # one TensorFlow thread per core, one inter-op thread (no-op if already set)
                 encoder = Encoder.load(index_dir)
                 report.timings["load_model"] = time.perf_counter() - stage
                 _encode_into(catalog, encoder, [predecoded[e.relpath] for e in todo if e.relpath in predecoded],
