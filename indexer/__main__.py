@@ -104,6 +104,11 @@ def cmd_build(args: argparse.Namespace, train_only: bool = False) -> int:
         print(f"indexed {report.indexed}, unchanged {report.unchanged}, removed {report.removed}, "
               f"skipped {len(report.skipped)}; {report.images} images in the collection "
               f"({summary['seconds']}s)", file=sys.stderr)
+        v = report.vectors
+        if v:
+            shape = f", {v['nlist']} lists, {v['nprobe']} probed" if v.get("nlist") else ""
+            print(f"search index: {v['kind']}{shape}; recall@10 against exact search {v['recall_at_10']}",
+                  file=sys.stderr)
         for path, reason in report.skipped[:10]:
             print(f"  skipped {path}: {reason}", file=sys.stderr)
         if len(report.skipped) > 10:

@@ -70,14 +70,15 @@ class BuildReport:
     images: int = 0
     seconds: float = 0.0
     model: str = ""
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage: scan, train, encode, vectors
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage: scan, train, load_model, index, vectors
+    vectors: dict = field(default_factory=dict)  # the search index chosen: kind, lists, probes, measured recall@10
 
     def summary(self) -> dict:
         """The counts as a JSON-able dict."""
         return {"indexed": self.indexed, "unchanged": self.unchanged, "removed": self.removed,
                 "skipped": len(self.skipped), "images": self.images, "trained": self.trained,
                 "seconds": round(self.seconds, 2), "model": self.model,
-                "timings": {k: round(v, 3) for k, v in self.timings.items()}}
+                "timings": {k: round(v, 3) for k, v in self.timings.items()}, "vectors": self.vectors}
 
 
 @dataclass(frozen=True)
@@ -322,7 +323,8 @@ def build(images_dir: str | os.PathLike, index_dir: str | os.PathLike, options: 
         report.skipped.extend(found.passed_over)
         report.skipped.sort()
         stage = time.perf_counter()
-        load_vectors(catalog, index_dir, int(info["code_size"]), save=True)  # rebuilt only when stale
+        vectors = load_vectors(catalog, index_dir, int(info["code_size"]), save=True)  # rebuilt only when stale
+        report.vectors = {k: vectors.meta[k] for k in ("kind", "nlist", "nprobe", "recall_at_10") if k in vectors.meta}
         report.timings["vectors"] = time.perf_counter() - stage
         _write_skipped(index_dir, report.skipped)
         report.images = catalog.count()

@@ -26,6 +26,8 @@ def test_unchanged_rerun_encodes_nothing(tiny_collection):
     assert summary["indexed"] == 0 and summary["unchanged"] == 40 and summary["skipped"] == 3
     assert summary["trained"] is False and summary["images"] == 40
     assert "indexed 0, unchanged 40, removed 0, skipped 3" in proc.stderr
+    assert summary["vectors"] == {"kind": "exact", "recall_at_10": 1.0}  # small: searched exactly
+    assert "search index: exact; recall@10 against exact search 1.0" in proc.stderr
     assert "skipped broken.jpg:" in proc.stderr
 
 
