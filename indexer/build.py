@@ -145,7 +145,10 @@ def decoding(root: Path, entries: list[FileEntry], size: int, channels: int, wor
     if workers == 1 or len(entries) < 64:
         yield _progress(map(work, entries), len(entries), desc, progress)
         return
-    window = threading.Semaphore(IN_FLIGHT)
+    chunk = 16  # files per message to a worker
+    # The pool's feeding thread holds back a whole chunk before sending it: the window must exceed the chunks in
+    # flight, or the feeder would wait for results that cannot come.
+    window = threading.Semaphore(max(IN_FLIGHT, 2 * chunk * workers))
     stopping = threading.Event()
 
     def fed() -> Iterator[FileEntry]:
@@ -164,7 +167,7 @@ def decoding(root: Path, entries: list[FileEntry], size: int, channels: int, wor
     # spawn, not fork: the parent may already hold TensorFlow's threads, which do not survive a fork.
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         try:
-            pending = pool.imap_unordered(work, fed(), chunksize=16)
+            pending = pool.imap_unordered(work, fed(), chunksize=chunk)
             yield _progress(results(pending), len(entries), desc, progress)
         finally:
             stopping.set()  # lets the feeding thread end if the body stopped early

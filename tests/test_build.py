@@ -128,6 +128,26 @@ def test_parallel_decoding_in_worker_processes(tmp_path):
     assert report.indexed == 80
 
 
+def test_decoding_stream_is_bounded_and_can_stop_early(tmp_path, monkeypatch):
+    import indexer.build as pipeline
+    from indexer.scan import scan
+
+    images = tmp_path / "images"
+    write_images(images, 200)
+    entries = scan(images).images
+    monkeypatch.setattr(pipeline, "IN_FLIGHT", 8)  # far fewer than the files: the feeder must wait for the consumer
+    with pipeline.decoding(images, entries, 16, 3, 2, False) as results:
+        got = [d.entry.relpath for d in results]
+    assert sorted(got) == sorted(e.relpath for e in entries)  # each file exactly once
+    started = time.monotonic()
+    with pytest.raises(KeyError):
+        with pipeline.decoding(images, entries, 16, 3, 2, False) as results:
+            for i, _ in enumerate(results):
+                if i == 20:
+                    raise KeyError("consumer stops")  # the pool and its feeding thread must not hang
+    assert time.monotonic() - started < 60
+
+
 def test_input_size_follows_small_collections(tmp_path):
     from indexer.build import natural_image_size
     from indexer.scan import scan
