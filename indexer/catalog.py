@@ -196,6 +196,15 @@ class Catalog:
         """Every indexed path, in id order (the order of `all_codes`)."""
         return [r[0] for r in self.conn.execute("SELECT relpath FROM images ORDER BY id")]
 
+    def ids_of(self, relpaths: list[str]) -> dict[str, int]:
+        """relpath -> id for the given paths that are catalogued."""
+        found = {}
+        for start in range(0, len(relpaths), 500):  # SQLite caps the parameters of one statement
+            chunk = relpaths[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(self.conn.execute(f"SELECT relpath, id FROM images WHERE relpath IN ({marks})", chunk))
+        return found
+
     def code_of(self, image_id: int) -> np.ndarray | None:
         """The stored code of one image, or None."""
         row = self.conn.execute("SELECT code FROM images WHERE id = ?", (image_id,)).fetchone()

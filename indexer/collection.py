@@ -11,6 +11,7 @@ import numpy as np
 
 from encoder.store import ModelError
 from indexer.catalog import Catalog
+from indexer.live import LiveVectors
 from indexer.vectors import VectorIndex, VectorsStale
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class Collection:
     index_dir: Path
     encoder: object  # encoder.embed.Encoder; typed loosely so importing this module stays free of TensorFlow
     catalog: Catalog
-    vectors: VectorIndex
+    vectors: LiveVectors  # the saved index plus writes made while serving
     # One SQLite connection is shared by the server's threads; the lock keeps their statements apart.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -91,7 +92,7 @@ class Collection:
         try:
             encoder = Encoder.load(index_dir)
             check_model_matches(catalog, encoder.sha256, index_dir)
-            vectors = load_vectors(catalog, index_dir, encoder.code_size, save=False)
+            vectors = LiveVectors(load_vectors(catalog, index_dir, encoder.code_size, save=False))
         except BaseException:
             catalog.close()
             raise

@@ -1,6 +1,7 @@
 """JSON routes under /api."""
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 
@@ -9,7 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file
 from encoder.preprocess import ImageError
 from search_api.engine import Engine, NotFound, SearchResult
 from search_api.errors import ApiError
-from search_api.settings import MAX_K, MAX_OFFSET
+from search_api.settings import MAX_IMAGES_PER_REQUEST, MAX_K, MAX_OFFSET
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,74 @@ def thumbnail(raw_id: str):
     response = Response(data, mimetype="image/jpeg")
     response.cache_control.max_age = 3600
     return response
+
+
+def _require_token() -> None:
+    """Writes need `Authorization: Bearer <LOOKALIKE_API_TOKEN>`; without a configured token they are off."""
+    expected = current_app.config.get("API_TOKEN")
+    if not expected:
+        raise ApiError(403, "writes_disabled", "writes are disabled on this server (set LOOKALIKE_API_TOKEN)")
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise ApiError(401, "unauthorized", "send the API token as 'Authorization: Bearer <token>'",
+                       {"WWW-Authenticate": 'Bearer realm="lookalike"'})
+    # Constant time: how long a comparison takes must not say how much of a guess was right.
+    if not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        raise ApiError(403, "forbidden", "the API token is not valid")
+    if engine().writer is None:
+        raise ApiError(403, "writes_disabled", "this collection records no image folder to store images in; "
+                       "re-run `indexer build`")
+
+
+def _uploaded_images() -> list[tuple[str, bytes]]:
+    """Every multipart field `image` (one or more), or else the raw body as one image."""
+    if request.mimetype == "multipart/form-data":
+        files = request.files.getlist("image")
+        if not files:
+            raise ApiError(400, "missing_image", "send the images as multipart fields 'image'")
+        if len(files) > MAX_IMAGES_PER_REQUEST:
+            raise ApiError(413, "too_large", f"at most {MAX_IMAGES_PER_REQUEST} images per request")
+        uploads = [(f.filename or f"image {i + 1}", f.read()) for i, f in enumerate(files)]
+    else:
+        uploads = [("body", request.get_data(cache=False))]
+    for i, (name, data) in enumerate(uploads):
+        if not data:
+            raise ApiError(400, "missing_image", f"image {i + 1} is empty")
+    return uploads
+
+
+@bp.post("/images")
+def add_images():
+    """Add one or more images to the collection (token required)."""
+    _require_token()
+    from indexer.writes import BadUpload, WriteBusy
+
+    try:
+        added = engine().add_images(_uploaded_images())
+    except BadUpload as exc:
+        raise ApiError(400, "invalid_image", f"nothing was added: {exc}") from None
+    except WriteBusy as exc:
+        raise ApiError(409, "busy", str(exc)) from None
+    body = {"added": [{"id": a.id, "path": a.path, "new": a.new, "thumbnail": f"/api/images/{a.id}/thumbnail"}
+                      for a in added], "images": engine().images}
+    return jsonify(body), 201 if any(a.new for a in added) else 200
+
+
+@bp.delete("/images/<raw_id>")
+def delete_image(raw_id: str):
+    """Remove an image from the collection (token required)."""
+    _require_token()
+    from indexer.writes import WriteBusy
+
+    image_id = _image_id(raw_id)
+    try:
+        path = engine().remove_image(image_id)
+    except NotFound as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    except WriteBusy as exc:
+        raise ApiError(409, "busy", str(exc)) from None
+    return jsonify({"deleted": image_id, "path": path, "images": engine().images})
 
 
 @bp.get("/health")

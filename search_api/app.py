@@ -27,9 +27,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     configure_threads(app.config["COMPUTE_THREADS"])  # before the engine starts TensorFlow
     set_threads(app.config["SEARCH_THREADS"])
     app.json.sort_keys = False  # keep results before metadata, as documented
-    engine = app.extensions["lookalike.engine"] = Engine(app.config["INDEX_DIR"], app.config["THUMBNAIL_SIZE"])
+    engine = app.extensions["lookalike.engine"] = Engine(app.config["INDEX_DIR"], app.config["THUMBNAIL_SIZE"],
+                                                         writable=bool(app.config.get("API_TOKEN")))
     errors.register(app)
-    metrics.register(app, engine.images, engine.collection.encoder.info["variant"], engine.model_id)
+    metrics.register(app, lambda: engine.images, engine.collection.encoder.info["variant"], engine.model_id)
     app.register_blueprint(api.bp)
     app.register_blueprint(web.bp)
     return app

@@ -36,11 +36,17 @@ class SearchResult:
 class Engine:
     """Thread-safe search over one collection; everything heavy is loaded in the constructor, once."""
 
-    def __init__(self, index_dir: str | os.PathLike, thumbnail_size: int = 256):
+    def __init__(self, index_dir: str | os.PathLike, thumbnail_size: int = 256, writable: bool = False):
         self.collection = Collection.open(index_dir)
         self.thumbnail_size = thumbnail_size
         self.images = len(self.collection.vectors)
         self.root = self.collection.images_root
+        self.writer = None
+        if writable and self.root is not None:
+            from indexer.writes import CollectionWriter
+
+            self.writer = CollectionWriter(Path(index_dir), self.root, self.collection.encoder,
+                                           self.collection.vectors)
         # Measured at build time for this generation (see indexer.collection.calibration): start-up reads no codes.
         calibration = self.collection.vectors.meta.get("calibration", {})
         self._scale = float(calibration.get("score_scale", 1.0)) or 1.0
@@ -118,9 +124,30 @@ class Engine:
 
         return thumbnail_jpeg(path, self.thumbnail_size)
 
+    def add_images(self, uploads: list[tuple[str, bytes]]):
+        """Store and index uploaded images (all or none); returns indexer.writes.Added per image."""
+        added = self._require_writer().add(uploads)
+        self.images = self.writer.count()
+        return added
+
+    def remove_image(self, image_id: int) -> str:
+        """Remove an image from the collection; returns its path."""
+        relpath = self._require_writer().remove(image_id)
+        if relpath is None:
+            raise NotFound(f"no image with id {image_id}")
+        self.images = self.writer.count()
+        return relpath
+
+    def _require_writer(self):
+        if self.writer is None:
+            raise PermissionError("writes are disabled on this server")
+        return self.writer
+
     def close(self) -> None:
         """Stop the encoder thread and release the catalogue."""
         self._batcher.close()
+        if self.writer is not None:
+            self.writer.close()
         self.collection.close()
 
     def describe(self) -> dict[str, Any]:

@@ -25,9 +25,10 @@ HTTP_CODES = {
 class ApiError(Exception):
     """An error to answer with: HTTP status, machine code, human message."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
 
 
 def envelope(status: int, code: str, message: str):
@@ -42,7 +43,9 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
-        return envelope(exc.status, exc.code, exc.message)
+        response = envelope(exc.status, exc.code, exc.message)
+        response.headers.update(exc.headers)
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

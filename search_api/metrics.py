@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 
@@ -14,7 +15,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 
 class Metrics:
     """The app's own registry (not the process-global one: several apps may live in one process, as in tests)."""
 
-    def __init__(self, images: int, variant: str, model: str):
+    def __init__(self, images: Callable[[], int], variant: str, model: str):
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
         self.registry = CollectorRegistry()
@@ -23,8 +24,9 @@ class Metrics:
         self.latency = Histogram("lookalike_http_request_duration_seconds",
                                  "Time from request to response, by route", ["route"], buckets=LATENCY_BUCKETS,
                                  registry=self.registry)
+        # Read at each scrape: writes over HTTP change the count while the server runs.
         Gauge("lookalike_collection_images", "Images in the collection being served",
-              registry=self.registry).set(images)
+              registry=self.registry).set_function(images)
         Info("lookalike_model", "The encoder serving queries", registry=self.registry).info(
             {"variant": variant, "model": model})
 
@@ -34,7 +36,7 @@ def _route() -> str:
     return request.url_rule.rule if request.url_rule is not None else "unmatched"
 
 
-def register(app: Flask, images: int, variant: str, model: str) -> None:
+def register(app: Flask, images: Callable[[], int], variant: str, model: str) -> None:
     """Count and time every request of `app`, and serve the figures at /metrics."""
     metrics = Metrics(images, variant, model)
     app.extensions["lookalike.metrics"] = metrics

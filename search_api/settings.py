@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 MAX_K = 1000
 MAX_OFFSET = 10_000
+MAX_IMAGES_PER_REQUEST = 100  # images in one POST /api/images
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -48,6 +49,14 @@ def log_level(raw: str) -> str:
     return level
 
 
+def api_token(raw: str) -> str:
+    """A bearer token: at least 16 printable ASCII characters without spaces (a guessable token is no lock)."""
+    token = raw.strip()
+    if len(token) < 16 or not re.fullmatch(r"[\x21-\x7e]+", token):
+        raise ValueError("expected at least 16 printable ASCII characters, no spaces")
+    return token
+
+
 @dataclass(frozen=True)
 class Setting:
     """A setting: config key, LOOKALIKE_* variable, default, parser and one line of help."""
@@ -75,6 +84,9 @@ SETTINGS: tuple[Setting, ...] = (
             "largest accepted request body in MB; larger gets 413", "--max-upload-mb"),
     Setting("DEFAULT_K", "LOOKALIKE_DEFAULT_K", 10, whole_number(1, MAX_K), "results per search when `k` is not given"),
     Setting("THUMBNAIL_SIZE", "LOOKALIKE_THUMBNAIL_SIZE", 256, whole_number(1), "long side of thumbnails in pixels"),
+    Setting("API_TOKEN", "LOOKALIKE_API_TOKEN", None, api_token,
+            "bearer token that allows writes (`POST /api/images`, `DELETE /api/images/ID`); unset: writes are "
+            "disabled. Environment only, so that it never shows in a process list"),
     Setting("LOG_LEVEL", "LOOKALIKE_LOG_LEVEL", "INFO", log_level, "logging level (DEBUG, INFO, WARNING)"),
 )
 
@@ -91,5 +103,6 @@ def from_environment(environ: dict[str, str] | None = None) -> dict[str, Any]:
         try:
             config[setting.key] = setting.parse(raw)
         except ValueError as why:
-            raise ValueError(f"{setting.env}={raw[:40]!r}: {why}") from None
+            shown = "<hidden>" if setting.key == "API_TOKEN" else repr(raw[:40])
+            raise ValueError(f"{setting.env}={shown}: {why}") from None
     return config

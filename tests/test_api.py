@@ -549,7 +549,9 @@ ERRORS = [
     ("GET", "/nowhere", 404, "not_found"),
     ("GET", "/api/nowhere", 404, "not_found"),
     ("GET", "/api", 404, "not_found"),
-    ("GET", "/api/images", 404, "not_found"),
+    ("GET", "/api/images", 405, "method_not_allowed"),  # POST adds images
+    ("POST", "/api/images", 403, "writes_disabled"),  # no LOOKALIKE_API_TOKEN on this server
+    ("DELETE", "/api/images/1", 403, "writes_disabled"),
     ("GET", "/api/images/1/thumbnail/extra", 404, "not_found"),
     ("POST", "/nowhere", 404, "not_found"),
     ("DELETE", "/api/search", 405, "method_not_allowed"),

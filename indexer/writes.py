@@ -1,0 +1,153 @@
+"""Adding and removing images of a collection while it is being served.
+
+An added image is stored in the indexed folder under `uploads/`, named by its sha256 (so the same bytes twice are
+one image), then catalogued and made searchable. The order makes every crash harmless: the file is written
+atomically first, the catalogue row is committed second (the commit point), the live index is updated last. A
+crash before the commit leaves a file that the next `indexer build` indexes like any other; nothing is lost,
+nothing half-written is ever searched.
+
+A removed image leaves the catalogue. A file that came through `uploads/` is deleted; any other file belongs to
+the user's folder and stays on disk, with a tombstone in the catalogue's skip list (keyed by size and mtime, as
+for unreadable files) so that the next build does not index it again until it changes.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import logging
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from encoder.preprocess import ImageError, load_image
+from encoder.store import atomic_write_bytes
+from indexer.catalog import Catalog, NewImage
+from indexer.live import LiveVectors
+
+log = logging.getLogger(__name__)
+
+UPLOADS = "uploads"
+LOCK_FILE = ".lock"  # the same lock `indexer build` takes: one writer per collection
+DELETED = "deleted over HTTP"
+EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
+
+
+class WriteBusy(RuntimeError):
+    """Another writer (an `indexer build`) holds the collection."""
+
+
+class BadUpload(ValueError):
+    """One of the uploaded images cannot be used; nothing was written."""
+
+    def __init__(self, position: int, name: str, reason: str):
+        super().__init__(f"image {position + 1} ({name[:80]!r}): {reason}")
+
+
+@dataclass(frozen=True)
+class Added:
+    """One stored image."""
+
+    id: int
+    path: str  # relative to the indexed folder
+    new: bool  # False when the same bytes were already in the collection
+
+
+class CollectionWriter:
+    """Serialised writes to one served collection: files, catalogue rows and live vectors, in that order."""
+
+    def __init__(self, index_dir: Path, root: Path, encoder, vectors: LiveVectors):
+        self.index_dir = Path(index_dir)
+        self.root = Path(root)
+        self.encoder = encoder
+        self.vectors = vectors
+        self.catalog = Catalog(index_dir)  # its own read-write connection; searches keep their read-only one
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        with self._lock, open(self.index_dir / LOCK_FILE, "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise WriteBusy("an indexer build is running on this collection; try again when it ends") from None
+            yield
+
+    def add(self, uploads: list[tuple[str, bytes]]) -> list[Added]:
+        """Store, catalogue and index `uploads` (name, bytes); all or nothing: one bad image writes none."""
+        prepared = []
+        for position, (name, data) in enumerate(uploads):
+            try:
+                decoded = load_image(data, self.encoder.image_size, self.encoder.channels)
+                extension = EXTENSIONS.get(_format(data), ".img")
+            except ImageError as exc:
+                raise BadUpload(position, name, str(exc)) from None
+            digest = hashlib.sha256(data).hexdigest()
+            prepared.append((f"{UPLOADS}/{digest[:32]}{extension}", digest, data, decoded))
+        pixels = np.stack([p[3].pixels for p in prepared])  # (n, S, S, C)
+        codes, errors = self.encoder.encode_with_error(pixels)  # (n, d), (n,)
+        with self._exclusive():
+            known = self.catalog.fingerprints()
+            rows, results = [], {}
+            (self.root / UPLOADS).mkdir(exist_ok=True)
+            for (relpath, digest, data, decoded), code, error in zip(prepared, codes, errors):
+                path = self.root / relpath
+                if relpath in known and path.is_file():
+                    results[relpath] = False  # the same bytes are already stored and indexed
+                    continue
+                atomic_write_bytes(path, data)
+                st = path.stat()
+                rows.append(NewImage(relpath, st.st_size, st.st_mtime_ns, digest, decoded.width, decoded.height, code,
+                                     float(error)))
+                results[relpath] = True
+            if rows:
+                with self.catalog.conn:  # the commit point
+                    self.catalog.upsert(rows)
+                    self.catalog.bump_generation()
+            ids = self.catalog.ids_of(list(results))
+            if rows:
+                self.vectors.add(np.array([ids[r.relpath] for r in rows]), np.stack([r.code for r in rows]))
+        log.info("added %d image(s) over HTTP (%d already present)", len(rows), len(results) - len(rows))
+        return [Added(ids[relpath], relpath, new) for relpath, new in results.items()]
+
+    def remove(self, image_id: int) -> str | None:
+        """Remove an image; returns its path, or None when there is no such id."""
+        with self._exclusive():
+            record = self.catalog.records([image_id]).get(image_id)
+            if record is None:
+                return None
+            path = self.root / record.relpath
+            with self.catalog.conn:
+                self.catalog.remove([record.relpath])
+                # Tombstone: the next build leaves this file out while it is unchanged. An uploaded file is deleted
+                # just after; the tombstone covers a crash in between, and the build drops it once the file is gone.
+                if path.is_file():
+                    st = path.stat()
+                    self.catalog.record_skipped([(record.relpath, st.st_size, st.st_mtime_ns, DELETED)])
+                self.catalog.bump_generation()
+            self.vectors.remove([image_id])
+            if record.relpath.startswith(f"{UPLOADS}/"):
+                path.unlink(missing_ok=True)
+        log.info("removed image %d over HTTP", image_id)
+        return record.relpath
+
+    def count(self) -> int:
+        """Images in the catalogue now."""
+        return self.catalog.count()
+
+    def close(self) -> None:
+        """Release the read-write connection."""
+        self.catalog.close()
+
+
+def _format(data: bytes) -> str:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:  # already decoded once by load_image: this only reads the header
+        return im.format or ""
+
+

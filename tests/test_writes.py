@@ -1,0 +1,186 @@
+"""Writes over HTTP: POST /api/images and DELETE /api/images/ID behind a bearer token, on a real collection copy."""
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import shutil
+import threading
+
+import pytest
+import requests
+
+from indexer.catalog import Catalog
+from search_api.app import create_app
+from tests.conftest import TINY, make_image, run_cli, start_server, stop_server
+
+TOKEN = "test-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def jpeg(seed: int) -> bytes:
+    buf = io.BytesIO()
+    make_image(seed).save(buf, "JPEG", quality=92)
+    return buf.getvalue()
+
+
+@pytest.fixture()
+def collection(tmp_path, tiny_collection):
+    """A private copy of the tiny collection (writes change it), its catalogue pointed at the copied images."""
+    images, index = tmp_path / "images", tmp_path / "index"
+    shutil.copytree(tiny_collection.images_dir, images)
+    shutil.copytree(tiny_collection.index_dir, index)
+    with Catalog(index) as catalog, catalog.conn:
+        catalog.set_meta("root", str(images))
+    return images, index
+
+
+@pytest.fixture()
+def client(collection):
+    app = create_app({"INDEX_DIR": str(collection[1]), "API_TOKEN": TOKEN, "LOG_LEVEL": "WARNING"})
+    yield app.test_client()
+    app.extensions["lookalike.engine"].close()
+
+
+def count(index) -> int:
+    with Catalog(index, readonly=True) as catalog:
+        return catalog.count()
+
+
+def search(client, data: bytes, k: int = 5) -> list[dict]:
+    response = client.post(f"/api/search?k={k}", data={"image": (io.BytesIO(data), "q.jpg")})
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()["results"]
+
+
+def test_writes_need_the_right_token(client, collection):
+    body = {"image": (io.BytesIO(jpeg(900)), "new.jpg")}
+    missing = client.post("/api/images", data=body)
+    assert missing.status_code == 401 and missing.get_json()["error"]["code"] == "unauthorized"
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    for header in ({"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": f"Basic {TOKEN}"},
+                   {"Authorization": f"Bearer {TOKEN}x"}, {"Authorization": f"Bearer {TOKEN[:-1]}"}):
+        refused = client.post("/api/images", headers=header, data={"image": (io.BytesIO(jpeg(900)), "new.jpg")})
+        assert refused.status_code in (401, 403), header
+        assert refused.get_json()["error"]["code"] in ("unauthorized", "forbidden")
+    assert client.delete("/api/images/1").status_code == 401
+    assert client.delete("/api/images/1", headers={"Authorization": "Bearer nope-nope-nope-nope"}).status_code == 403
+    assert count(collection[1]) == 40 and not (collection[0] / "uploads").exists()  # nothing was written
+
+
+def test_added_images_are_stored_indexed_and_found_at_once(client, collection):
+    images, index = collection
+    data = [jpeg(901), jpeg(902)]
+    response = client.post("/api/images", headers=AUTH,
+                           data={"image": [(io.BytesIO(data[0]), "a.jpg"), (io.BytesIO(data[1]), "b.jpg")]})
+    assert response.status_code == 201, response.get_json()
+    body = response.get_json()
+    assert body["images"] == 42 and [a["new"] for a in body["added"]] == [True, True]
+    for added, raw in zip(body["added"], data):
+        assert added["path"].startswith("uploads/") and (images / added["path"]).read_bytes() == raw
+        assert search(client, raw)[0]["id"] == added["id"]  # searchable at once, its own nearest neighbour
+        assert client.get(f"/api/images/{added['id']}").data == raw
+        assert client.get(f"/api/search?id={added['id']}&k=3").status_code == 200
+    again = client.post("/api/images", headers=AUTH, data=data[0], content_type="image/jpeg")  # raw body
+    assert again.status_code == 200 and again.get_json()["added"][0] == {**body["added"][0], "new": False}
+    assert count(index) == 42 and client.get("/api/health").get_json()["images"] == 42
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert "lookalike_collection_images 42.0" in metrics
+    # The next build finds the uploads already indexed: nothing to encode.
+    summary = json.loads(run_cli("indexer", "build", str(images), "--index", str(index), "--quiet", *TINY).stdout)
+    assert (summary["indexed"], summary["images"]) == (0, 42)
+
+
+def test_one_bad_image_adds_none(client, collection):
+    response = client.post("/api/images", headers=AUTH, data={"image": [
+        (io.BytesIO(jpeg(903)), "good.jpg"), (io.BytesIO(b"\xff\xd8\xff\xe0 truncated"), "bad.jpg")]})
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "invalid_image" and "image 2" in error["message"] and "bad.jpg" in error["message"]
+    assert count(collection[1]) == 40 and not list((collection[0] / "uploads").glob("*.jpg"))
+    empty = client.post("/api/images", headers=AUTH, data=b"", content_type="image/jpeg")
+    assert empty.status_code == 400 and empty.get_json()["error"]["code"] == "missing_image"
+
+
+def test_deleted_images_disappear_and_stay_out_of_later_builds(client, collection):
+    images, index = collection
+    data = jpeg(904)
+    added = client.post("/api/images", headers=AUTH, data={"image": (io.BytesIO(data), "x.jpg")}).get_json()
+    upload_id, upload_path = added["added"][0]["id"], images / added["added"][0]["path"]
+    gone = client.delete(f"/api/images/{upload_id}", headers=AUTH)
+    assert gone.status_code == 200 and gone.get_json()["deleted"] == upload_id
+    assert not upload_path.exists()  # an uploaded file goes with its image
+    assert upload_id not in [h["id"] for h in search(client, data, k=40)]
+    assert client.get(f"/api/images/{upload_id}").status_code == 404
+    assert client.delete(f"/api/images/{upload_id}", headers=AUTH).status_code == 404  # only once
+
+    own = search(client, (images / "jpegs" / "img_0003.jpg").read_bytes())[0]  # a file of the user's folder
+    assert own["path"] == "jpegs/img_0003.jpg"
+    assert client.delete(f"/api/images/{own['id']}", headers=AUTH).status_code == 200
+    assert (images / own["path"]).is_file()  # the user's own file is never deleted by the API
+    assert own["id"] not in [h["id"] for h in search(client, (images / own["path"]).read_bytes(), k=40)]
+    assert count(index) == 39 and client.get("/api/health").get_json()["images"] == 39
+    summary = json.loads(run_cli("indexer", "build", str(images), "--index", str(index), "--quiet", *TINY).stdout)
+    assert summary["indexed"] == 0 and summary["images"] == 39  # the tombstone keeps it out
+    skipped = (index / "skipped.tsv").read_text()
+    assert "jpegs/img_0003.jpg\tdeleted over HTTP" in skipped
+
+
+@pytest.mark.parametrize("raw", ["..%2F..%2Fetc%2Fpasswd", "-1", "1.0", "%00", "99999999999999999999", "abc"])
+def test_delete_takes_ids_only(client, raw):
+    response = client.delete(f"/api/images/{raw}", headers=AUTH)
+    assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_found"
+
+
+def test_writes_wait_for_a_running_build(client, collection):
+    with open(collection[1] / ".lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what `indexer build` holds while it runs
+        busy = client.post("/api/images", headers=AUTH, data={"image": (io.BytesIO(jpeg(905)), "x.jpg")})
+    assert busy.status_code == 409 and busy.get_json()["error"]["code"] == "busy"
+    assert count(collection[1]) == 40
+    assert client.post("/api/images", headers=AUTH, data={"image": (io.BytesIO(jpeg(905)), "x.jpg")}).status_code == 201
+
+
+def test_searches_during_writes_see_no_errors_and_a_restart_keeps_the_writes(collection):
+    images, index = collection
+    server = start_server(index, images, [], extra_env={"LOOKALIKE_API_TOKEN": TOKEN})
+    errors: list[str] = []
+    stop = threading.Event()
+    query = (images / "pngs" / "img_0105.png").read_bytes()
+
+    def searcher() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                r = session.post(f"{server.url}/api/search?k=10", files={"image": ("q.png", query)}, timeout=30)
+                hits = r.json().get("results", []) if r.ok else []
+                if r.status_code != 200 or len(hits) != 10 or len({h["id"] for h in hits}) != 10:
+                    errors.append(f"{r.status_code} {r.text[:200]}")
+
+    threads = [threading.Thread(target=searcher) for _ in range(3)]
+    for t in threads:
+        t.start()
+    added_ids = []
+    try:
+        with requests.Session() as session:
+            for seed in range(910, 930):
+                r = session.post(f"{server.url}/api/images", headers=AUTH, files={"image": ("n.jpg", jpeg(seed))})
+                assert r.status_code == 201, r.text
+                added_ids.append(r.json()["added"][0]["id"])
+            for image_id in added_ids[:5]:
+                assert session.delete(f"{server.url}/api/images/{image_id}", headers=AUTH).status_code == 200
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        stop_server(server)
+    assert errors == []
+    assert count(index) == 55
+    server = start_server(index, images, [])  # a fresh start: the writes are in the catalogue, nothing lost
+    try:
+        assert requests.get(f"{server.url}/api/health").json()["images"] == 55
+        r = requests.post(f"{server.url}/api/search?k=1", files={"image": ("n.jpg", jpeg(929))})
+        assert r.json()["results"][0]["id"] == added_ids[-1]
+        denied = requests.post(f"{server.url}/api/images", headers=AUTH, files={"image": ("n.jpg", jpeg(931))})
+        assert denied.status_code == 403 and denied.json()["error"]["code"] == "writes_disabled"
+    finally:
+        stop_server(server)
