@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", parents=[common], help="train an encoder if needed, then index new and changed images")
     training_args(build)
     build.add_argument("--retrain", action="store_true", help="train a new encoder and re-encode everything")
+    build.add_argument("--batch", type=_positive, default=1024,
+                       help="images committed per transaction: the most an interruption can cost (1024)")
     train = sub.add_parser("train", parents=[common], help="(re)train the encoder only; the next build re-encodes everything")
     training_args(train)
     info = sub.add_parser("info", parents=[common], help="JSON summary of a collection")
@@ -89,7 +91,7 @@ def _options(args: argparse.Namespace):
     return BuildOptions(image_size=args.image_size, code_size=args.code_size, epochs=args.epochs,
                         variant=args.variant, training=training,
                         retrain=getattr(args, "retrain", False), max_train_images=args.max_train_images,
-                        workers=args.workers, progress=not args.quiet)
+                        workers=args.workers, progress=not args.quiet, commit_every=getattr(args, "batch", 1024))
 
 
 def cmd_build(args: argparse.Namespace, train_only: bool = False) -> int:
