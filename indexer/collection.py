@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from encoder.store import ModelError
+from encoder.store import ModelError, read_info
 from indexer.catalog import Catalog
 from indexer.live import LiveVectors
 from indexer.vectors import VectorIndex, VectorsStale
@@ -90,7 +90,9 @@ class Collection:
         index_dir = Path(index_dir)
         catalog = Catalog(index_dir, readonly=True)
         try:
-            encoder = Encoder.load(index_dir)
+            # The catalogue's stamp first: a model swapped together with its encoder.json is refused unopened.
+            check_model_matches(catalog, read_info(index_dir)["sha256"], index_dir)
+            encoder = Encoder.load(index_dir)  # hashes encoder.keras against encoder.json before loading it
             check_model_matches(catalog, encoder.sha256, index_dir)
             vectors = LiveVectors(load_vectors(catalog, index_dir, encoder.code_size, save=False))
         except BaseException:
