@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,3 +97,28 @@ def test_a_polyglot_is_served_as_an_image_never_sniffed(hostile_collection):
         assert served.headers["X-Content-Type-Options"] == "nosniff"
     finally:
         app.extensions["lookalike.engine"].close()
+
+
+def test_a_multipart_flood_is_413_through_waitress(live_server):
+    # 5,000 tiny parts: far under the byte limit, far over Werkzeug's cap on parts.
+    boundary = "xXx"
+    part = f"--{boundary}\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nv\r\n"
+    body = (part * 5000 + f"--{boundary}--\r\n").encode()
+    r = requests.post(f"{live_server.url}/api/search", data=body, timeout=10,
+                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+    assert requests.get(f"{live_server.url}/api/health", timeout=5).ok
+
+
+def test_no_response_reveals_a_server_path(live_server):
+    hidden = {str(live_server.index_dir), str(live_server.index_dir.parent), str(Path(__file__).parents[1]), "/tmp/",
+              "/root", "/usr/", "site-packages"}
+    requests_to_make = [("GET", "/api/images/999999"), ("GET", "/api/images/999999/thumbnail"),
+                        ("GET", "/api/images/..%2F..%2Fetc%2Fpasswd"), ("GET", "/api/search?id=999999"),
+                        ("GET", "/api/search?k=abc&id=1"), ("POST", "/api/search"), ("DELETE", "/api/images/1"),
+                        ("GET", "/static/../../etc/passwd"), ("GET", "/api/info"), ("GET", "/api/health")]
+    bodies = [requests.request(method, live_server.url + route, timeout=10).text for method, route in requests_to_make]
+    bodies += [requests.post(f"{live_server.url}/api/search", files={"image": (h.name, h.data)}, timeout=10).text
+               for h in CORPUS if h.expect == "error"]
+    for body in bodies:
+        assert not any(path in body for path in hidden), body[:300]
