@@ -97,10 +97,11 @@ class SearchClient:
     """Talks to `python -m search_api`; raises SearchError for any error answer."""
 
     def __init__(self, base_url: str = "http://127.0.0.1:8000", timeout: float = 10.0,
-                 session: requests.Session | None = None):
+                 session: requests.Session | None = None, token: str | None = None):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.session = session or requests.Session()
+        self.token = token  # LOOKALIKE_API_TOKEN of the server, for add_images and delete_image
 
     def close(self) -> None:
         """Close pooled connections."""
@@ -169,3 +170,15 @@ class SearchClient:
     def image(self, image_id: int) -> bytes:
         """The original file of an indexed image."""
         return self._send("GET", f"/api/images/{int(image_id)}").content
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def add_images(self, *images: Query) -> list[dict[str, Any]]:
+        """Add images to the collection (all or none); returns [{'id', 'path', 'new', 'thumbnail'}] in order."""
+        files = [("image", (f"image{i}", _as_bytes(image), "application/octet-stream")) for i, image in enumerate(images)]
+        return list(self._request("POST", "/api/images", files=files, headers=self._auth())["added"])
+
+    def delete_image(self, image_id: int) -> dict[str, Any]:
+        """Remove an image from the collection: {'deleted': id, 'path': ..., 'images': N}."""
+        return self._request("DELETE", f"/api/images/{int(image_id)}", headers=self._auth())

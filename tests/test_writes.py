@@ -184,3 +184,22 @@ def test_searches_during_writes_see_no_errors_and_a_restart_keeps_the_writes(col
         assert denied.status_code == 403 and denied.json()["error"]["code"] == "writes_disabled"
     finally:
         stop_server(server)
+
+
+def test_the_python_client_adds_and_deletes(collection):
+    from search_api.client import SearchClient, SearchError
+
+    images, index = collection
+    server = start_server(index, images, [], extra_env={"LOOKALIKE_API_TOKEN": TOKEN})
+    try:
+        with SearchClient(server.url, token=TOKEN) as client:
+            added = client.add_images(jpeg(940), make_image(941))  # bytes and a PIL image
+            assert [a["new"] for a in added] == [True, True] and client.health()["images"] == 42
+            assert client.search(jpeg(940), k=1)[0].id == added[0]["id"]
+            assert client.delete_image(added[0]["id"])["images"] == 41
+        with SearchClient(server.url) as anonymous:
+            with pytest.raises(SearchError) as err:
+                anonymous.add_images(jpeg(942))
+            assert (err.value.status, err.value.code) == (401, "unauthorized")
+    finally:
+        stop_server(server)
