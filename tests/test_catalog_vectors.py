@@ -99,10 +99,18 @@ def test_save_load_and_staleness(tmp_path, exact_limit):
         VectorIndex.load(tmp_path, 8)
     index_file = tmp_path / "vectors-7.faiss"
     data = index_file.read_bytes()
-    index_file.write_bytes(data[: len(data) // 2])
+
+    def replace(content: bytes) -> None:
+        # A new file renamed over the old, never a rewrite in place: `loaded` may have the old one memory-mapped,
+        # and truncating a mapped file makes the next touch of its pages a SIGBUS (lookalike itself never does it).
+        tmp = tmp_path / "replacement"
+        tmp.write_bytes(content)
+        tmp.replace(index_file)
+
+    replace(data[: len(data) // 2])
     with pytest.raises(VectorsStale, match="bytes"):
         VectorIndex.load(tmp_path, 7)
-    index_file.write_bytes(b"x" * len(data))
+    replace(b"x" * len(data))
     with pytest.raises(VectorsStale, match="corrupt"):
         VectorIndex.load(tmp_path, 7)
     (tmp_path / META_FILE).write_text("{half")
