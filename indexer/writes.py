@@ -96,8 +96,8 @@ class CollectionWriter:
             (self.root / UPLOADS).mkdir(exist_ok=True)
             for (relpath, digest, data, decoded), code, error in zip(prepared, codes, errors):
                 path = self.root / relpath
-                if relpath in known and path.is_file():
-                    results[relpath] = False  # the same bytes are already stored and indexed
+                if relpath in results or (relpath in known and path.is_file()):
+                    results.setdefault(relpath, False)  # the same bytes are already stored (or earlier in this batch)
                     continue
                 atomic_write_bytes(path, data)
                 st = path.stat()
@@ -112,7 +112,12 @@ class CollectionWriter:
             if rows:
                 self.vectors.add(np.array([ids[r.relpath] for r in rows]), np.stack([r.code for r in rows]))
         log.info("added %d image(s) over HTTP (%d already present)", len(rows), len(results) - len(rows))
-        return [Added(ids[relpath], relpath, new) for relpath, new in results.items()]
+        first = {}  # one answer per upload, in order; a repeat within the request is not new the second time
+        answers = []
+        for relpath, *_ in prepared:
+            answers.append(Added(ids[relpath], relpath, results[relpath] and relpath not in first))
+            first[relpath] = True
+        return answers
 
     def remove(self, image_id: int) -> str | None:
         """Remove an image; returns its path, or None when there is no such id."""

@@ -81,6 +81,11 @@ def test_added_images_are_stored_indexed_and_found_at_once(client, collection):
         assert search(client, raw)[0]["id"] == added["id"]  # searchable at once, its own nearest neighbour
         assert client.get(f"/api/images/{added['id']}").data == raw
         assert client.get(f"/api/search?id={added['id']}&k=3").status_code == 200
+    twice = client.post("/api/images", headers=AUTH,
+                        data={"image": [(io.BytesIO(jpeg(907)), "c.jpg"), (io.BytesIO(jpeg(907)), "c-again.jpg")]})
+    assert [(a["new"]) for a in twice.get_json()["added"]] == [True, False]
+    assert len({a["id"] for a in twice.get_json()["added"]}) == 1
+    client.delete(f"/api/images/{twice.get_json()['added'][0]['id']}", headers=AUTH)
     again = client.post("/api/images", headers=AUTH, data=data[0], content_type="image/jpeg")  # raw body
     assert again.status_code == 200 and again.get_json()["added"][0] == {**body["added"][0], "new": False}
     assert count(index) == 42 and client.get("/api/health").get_json()["images"] == 42
