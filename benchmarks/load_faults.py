@@ -16,6 +16,7 @@ import argparse
 import io
 import json
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -114,13 +115,26 @@ def run(images: Path, index: Path, seconds: float, threads: int) -> dict:
                     note("other_errors", f"write: {exc}")
                 time.sleep(0.05)
 
-    workers = [threading.Thread(target=searcher, args=(t,)) for t in range(threads)] + [threading.Thread(target=writer)]
+    queued: list[float] = []
+
+    def watcher() -> None:  # how many requests wait for a server thread, from the server's own /metrics
+        while time.monotonic() < deadline:
+            for line in requests.get(f"{server.url}/metrics", timeout=30).text.splitlines():
+                if line.startswith("lookalike_http_queued_requests "):
+                    queued.append(float(line.split()[1]))
+            time.sleep(0.5)
+
+    workers = [threading.Thread(target=searcher, args=(t,)) for t in range(threads)] + \
+        [threading.Thread(target=writer), threading.Thread(target=watcher)]
     started = time.monotonic()
     for w in workers:
         w.start()
     for w in workers:
         w.join()
     elapsed = time.monotonic() - started
+    # What the server logged at WARNING or above while under load (a busy server should not flood its log).
+    warnings = [line for line in server.stderr().splitlines()
+                if re.match(r"\S+ \S+ (WARNING|ERROR|CRITICAL) ", line)]
     stop_server(server)
     # After a restart: every acknowledged write is there, every acknowledged delete is gone.
     server = start_server(index, images, [])
@@ -140,7 +154,8 @@ def run(images: Path, index: Path, seconds: float, threads: int) -> dict:
     return {**tally, "seconds": round(elapsed, 1), "threads": threads,
             "queries_per_s": round((tally["searches"] + tally["hostile"]) / elapsed, 1),
             "p50_ms": pick(0.5), "p99_ms": pick(0.99), "lost_writes": int(lost), "resurrected_deletes": resurrected,
-            "kept_after_restart": len(added), "problems": problems}
+            "kept_after_restart": len(added), "max_queued_requests": max(queued, default=None),
+            "server_log_warnings": len(warnings), "server_log_sample": warnings[:5], "problems": problems}
 
 
 def prepare(workdir: Path, photos: int) -> tuple[Path, Path]:

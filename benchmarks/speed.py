@@ -333,14 +333,17 @@ def load(url: str, payloads: list[bytes], seconds: float, threads: int = CLIENT_
 def start_naive(index_dir: Path) -> tuple[subprocess.Popen, str]:
     """benchmarks/naive_server.py on a free port, once /api/health answers."""
     port = free_port()
+    # stderr to a file, not a pipe: an unread pipe fills up under load and blocks the server's logging.
+    log = tempfile.TemporaryFile("w+")
     process = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "naive_server.py"), "--index",
                                 str(index_dir), "--port", str(port)], cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=log, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"naive server exited: {process.stderr.read()[-2000:]}")
+            log.seek(0)
+            raise RuntimeError(f"naive server exited: {log.read()[-2000:]}")
         try:
             if requests.get(url + "/api/health", timeout=1).ok:
                 return process, url

@@ -122,12 +122,18 @@ class Collection:
     def neighbours(self, code: np.ndarray, k: int, offset: int = 0, exclude: int | None = None) -> list[Hit]:
         """The `k` images nearest to `code` after skipping `offset`, nearest first, leaving out id `exclude`."""
         wanted = k + offset + (exclude is not None)
-        distances, ids = self.vectors.search(code[None], wanted)  # (1, wanted) each
-        pairs = [(float(d), int(i)) for d, i in zip(distances[0], ids[0]) if i >= 0 and i != exclude]
-        pairs = pairs[offset : offset + k]
-        with self.lock:
-            records = self.catalog.records(i for _, i in pairs)
-        return [Hit(i, records[i].relpath, d) for d, i in pairs if i in records]
+        while True:
+            distances, ids = self.vectors.search(code[None], wanted)  # (1, wanted) each
+            pairs = [(float(d), int(i)) for d, i in zip(distances[0], ids[0]) if i >= 0 and i != exclude]
+            with self.lock:
+                records = self.catalog.records(i for _, i in pairs)
+            # An image being removed leaves the catalogue (the commit point) a moment before the vectors: skip it,
+            # and ask for as many more as were skipped so that a full page stays full.
+            missing = sum(i not in records for _, i in pairs)
+            found = [Hit(i, records[i].relpath, d) for d, i in pairs if i in records]
+            if not missing or len(found) >= k + offset or (ids[0] < 0).any():
+                return found[offset : offset + k]
+            wanted += missing
 
     def close(self) -> None:
         """Release the catalogue connection."""

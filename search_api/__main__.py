@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     config = {**defaults, **vars(_parser(defaults).parse_args(argv))}
     logging.basicConfig(level=config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # waitress warns once per request that waits for a thread: ~80 lines a second under a normal load. The
+        # queue depth is a gauge at /metrics instead (lookalike_http_queued_requests).
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not config["INDEX_DIR"]:
         print("error: no collection given: pass --index DIR or set LOOKALIKE_INDEX", file=sys.stderr)
@@ -74,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:  # port taken, no such host, permission denied
         print(f"error: cannot listen on {config['HOST']}:{config['PORT']}: {exc}", file=sys.stderr)
         return 2
+    app.extensions["lookalike.metrics"].watch_queue(lambda: len(server.task_dispatcher.queue))
     logging.getLogger("search_api").info("serving %s on http://%s:%d/", config["INDEX_DIR"], config["HOST"],
                                          config["PORT"])
     server.run()  # until interrupted; waitress shuts its threads down on Ctrl-C

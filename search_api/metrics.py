@@ -30,6 +30,13 @@ class Metrics:
         Info("lookalike_model", "The encoder serving queries", registry=self.registry).info(
             {"variant": variant, "model": model})
 
+    def watch_queue(self, depth: Callable[[], int]) -> None:
+        """Export the HTTP server's count of requests waiting for a thread, read at each scrape."""
+        from prometheus_client import Gauge
+
+        Gauge("lookalike_http_queued_requests", "Requests received and waiting for a free server thread",
+              registry=self.registry).set_function(depth)
+
 
 def _route() -> str:
     # The URL rule, not the path: /api/images/<raw_id>/thumbnail stays one series however many ids are asked.

@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,13 @@ class LiveServer:
     index_dir: Path
     images: list[Path]
     process: subprocess.Popen
+    log: object = None  # the server's stderr, in a file: a pipe nobody reads fills up and blocks the server
+
+    def stderr(self) -> str:
+        """What the server has logged so far."""
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
 
 
 @pytest.fixture(scope="session")
@@ -95,22 +103,24 @@ def start_server(index_dir: Path, images_dir: Path, images: list[Path], extra_en
     """Start `python -m search_api` on a free port and wait until /api/health answers."""
     port = free_port()
     env = {**os.environ, "LOOKALIKE_LOG_LEVEL": "WARNING", **(extra_env or {})}
+    log = tempfile.TemporaryFile("w+")
     process = subprocess.Popen(
         [sys.executable, "-m", "search_api", "--index", str(index_dir), "--port", str(port), *args],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True,
     )
-    url = f"http://127.0.0.1:{port}"
+    server = LiveServer(url := f"http://127.0.0.1:{port}", images_dir, index_dir, images, process, log)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"server exited {process.returncode}: {process.stderr.read()}")
+            raise AssertionError(f"server exited {process.returncode}: {server.stderr()}")
         try:
             if requests.get(url + "/api/health", timeout=1).status_code == 200:
-                return LiveServer(url, images_dir, index_dir, images, process)
+                return server
         except requests.ConnectionError:
             pass
         time.sleep(0.1)
     process.kill()
+    log.close()
     raise AssertionError("server did not become ready in 120 s")
 
 
@@ -121,6 +131,9 @@ def stop_server(server: LiveServer) -> None:
         server.process.wait(timeout=10)
     except subprocess.TimeoutExpired:
         server.process.kill()
+        server.process.wait()
+    if server.log is not None:
+        server.log.close()
 
 
 @pytest.fixture(scope="session")

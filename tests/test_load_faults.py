@@ -17,3 +17,5 @@ def test_load_with_writes_and_hostile_uploads_loses_nothing(tmp_path):
     assert (r["server_errors"], r["other_errors"], r["hostile_not_4xx"]) == (0, 0, 0), r["problems"]
     assert (r["lost_writes"], r["resurrected_deletes"]) == (0, 0)
     assert r["kept_after_restart"] == r["writes"] - r["deletes"]
+    assert r["max_queued_requests"] is not None  # the queue gauge is served through waitress
+    assert r["server_log_warnings"] == 0, r["server_log_sample"]  # no line per queued request

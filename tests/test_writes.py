@@ -131,6 +131,20 @@ def test_deleted_images_disappear_and_stay_out_of_later_builds(client, collectio
     assert "jpegs/img_0003.jpg\tdeleted over HTTP" in skipped
 
 
+def test_pages_stay_full_in_the_moment_between_a_removal_and_its_vectors(client, collection):
+    """A delete commits to the catalogue first and to the vectors just after; a search in between gets full pages."""
+    images, index = collection
+    query = (images / "jpegs" / "img_0003.jpg").read_bytes()
+    before = search(client, query, k=10)
+    with Catalog(index) as catalog, catalog.conn:  # the catalogue half of a removal, the vectors not yet told
+        catalog.remove([h["path"] for h in before[:3]])
+    after = search(client, query, k=10)
+    assert len(after) == 10 and not {h["id"] for h in before[:3]} & {h["id"] for h in after}
+    assert [h["id"] for h in after[:7]] == [h["id"] for h in before[3:]]
+    page = client.post("/api/search?k=5&offset=5", data={"image": (io.BytesIO(query), "q.jpg")}).get_json()
+    assert [h["id"] for h in page["results"]] == [h["id"] for h in after[5:10]]
+
+
 @pytest.mark.parametrize("raw", ["..%2F..%2Fetc%2Fpasswd", "-1", "1.0", "%00", "99999999999999999999", "abc"])
 def test_delete_takes_ids_only(client, raw):
     response = client.delete(f"/api/images/{raw}", headers=AUTH)
