@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import struct
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,8 +18,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 log = logging.getLogger(__name__)
 
-# Formats we accept; everything else is refused before decoding (no EPS/PDF via Ghostscript, no PSD quirks).
-SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
+# Formats we accept. Only their plugins ever see the bytes: Image.open is told to try no other, so EPS/PDF (which
+# would run Ghostscript) and the rarer plugins (PSD, whose header parser the fuzzer crashed) are never reached.
+OPENERS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # Pillow's plugin ids; JPEG's also opens MPO (camera JPEGs)
+SUPPORTED_FORMATS = frozenset(OPENERS) | {"MPO"}
+READABLE = "JPEG, PNG, WebP, GIF, BMP and TIFF"
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 
 # Pillow's decompression-bomb guard stays on (Image.MAX_IMAGE_PIXELS): past it Pillow warns, past twice that it
@@ -44,12 +48,10 @@ def _open(source: ImageSource) -> Image.Image:
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ImageError("empty file")
-        return Image.open(io.BytesIO(bytes(source)))
-    if isinstance(source, (str, os.PathLike)):
-        if os.path.getsize(source) == 0:
-            raise ImageError("empty file")
-        return Image.open(source)
-    return Image.open(source)
+        source = io.BytesIO(bytes(source))
+    elif isinstance(source, (str, os.PathLike)) and os.path.getsize(source) == 0:
+        raise ImageError("empty file")
+    return Image.open(source, formats=OPENERS)
 
 
 def _to_mode(img: Image.Image, channels: int) -> Image.Image:
@@ -85,9 +87,11 @@ def _decoding():
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"image too large (decompression-bomb guard): {exc}") from None
     except UnidentifiedImageError:
-        raise ImageError("not a recognised image") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError, MemoryError) as exc:
-        # Truncated and malformed files surface as any of these, depending on the codec.
+        raise ImageError(f"not a recognised image (lookalike reads {READABLE})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError, MemoryError, ArithmeticError,
+            struct.error) as exc:
+        # Truncated and malformed files surface as any of these, depending on the codec (ArithmeticError: a header
+        # field too large for a seek, found by tests/fuzz_decode.py).
         raise ImageError(f"unreadable image: {exc}") from None
 
 
