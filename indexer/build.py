@@ -1,7 +1,6 @@
 """The batch pipeline: scan -> decode (worker processes) -> encode (fixed-size batches) -> commit -> vectors."""
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
 import itertools
@@ -10,7 +9,7 @@ import multiprocessing
 import os
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -23,12 +22,13 @@ from encoder.runtime import configure_threads
 from encoder.train import TrainConfig
 from indexer.catalog import Catalog, NewImage
 from indexer.collection import MODEL_KEY, check_model_matches, load_vectors
+from indexer.lock import CollectionBusy, exclusive
 from indexer.scan import FileEntry, scan
 
 log = logging.getLogger(__name__)
 
 SKIPPED_FILE = "skipped.tsv"
-LOCK_FILE = ".lock"
+LOCK_WAIT = 10.0  # seconds a build waits for a server's write to finish
 GREY_SAMPLE = 200  # images looked at to decide whether a collection is grey
 SIZE_SAMPLE = 200  # image headers read to choose the model's input size
 # Reconstruction errors measured per collection. The decoder pass that measures one costs ~5x the encoder pass,
@@ -110,16 +110,17 @@ def decode_file(root: str, size: int, channels: int, entry: FileEntry) -> Decode
 @contextmanager
 def _exclusive(index_dir: Path) -> Iterator[None]:
     """One writer per collection: a second build fails at once instead of interleaving."""
+    held = ExitStack()
     try:
         index_dir.mkdir(parents=True, exist_ok=True)
-        fh = open(index_dir / LOCK_FILE, "a")
+        # A server's HTTP write holds the lock for milliseconds: wait that out; another build holds it for minutes.
+        held.enter_context(exclusive(index_dir, wait=LOCK_WAIT))
+    except CollectionBusy:
+        raise BuildError(f"another build (or a server saving its writes) is using {index_dir}; try again when it "
+                         "ends") from None
     except OSError as exc:
         raise BuildError(f"cannot write to {index_dir}: {exc.strerror}") from None
-    with fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BuildError(f"another build is running on {index_dir}") from None
+    with held:
         yield
 
 

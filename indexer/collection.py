@@ -12,6 +12,7 @@ import numpy as np
 from encoder.store import ModelError, read_info
 from indexer.catalog import Catalog
 from indexer.live import LiveVectors
+from indexer.lock import CollectionBusy, exclusive
 from indexer.vectors import VectorIndex, VectorsStale
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,23 @@ def load_vectors(catalog: Catalog, index_dir: str | os.PathLike, code_size: int,
     return vectors
 
 
+def _load_or_refresh(catalog: Catalog, index_dir: Path, code_size: int, save: bool) -> VectorIndex:
+    if save:
+        try:
+            return VectorIndex.load(index_dir, catalog.generation)
+        except VectorsStale:
+            pass
+        try:
+            # Under the collection's write lock, so that neither a build nor another server changes the catalogue
+            # between reading its codes and committing the vectors made from them.
+            with exclusive(index_dir):
+                return load_vectors(catalog, index_dir, code_size, save=True)
+        except (CollectionBusy, OSError) as why:
+            log.warning("the vectors are older than the catalogue and cannot be saved now (%s): rebuilding them in "
+                        "memory for this run", why)
+    return load_vectors(catalog, index_dir, code_size, save=False)
+
+
 @dataclass(frozen=True)
 class Hit:
     """One search result."""
@@ -83,8 +101,12 @@ class Collection:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def open(cls, index_dir: str | os.PathLike) -> "Collection":
-        """Open a collection read-only; raise ModelError or FileNotFoundError with advice when it cannot be used."""
+    def open(cls, index_dir: str | os.PathLike, save_stale: bool = False) -> "Collection":
+        """Open a collection for searching; raise ModelError or FileNotFoundError with advice when it cannot be used.
+
+        The catalogue is opened read-only. Vectors older than the catalogue (HTTP writes since the last build) are
+        rebuilt from it; with `save_stale` they are also saved, so that the next start does not rebuild them again.
+        """
         from encoder.embed import Encoder
 
         index_dir = Path(index_dir)
@@ -94,7 +116,7 @@ class Collection:
             check_model_matches(catalog, read_info(index_dir)["sha256"], index_dir)
             encoder = Encoder.load(index_dir)  # hashes encoder.keras against encoder.json before loading it
             check_model_matches(catalog, encoder.sha256, index_dir)
-            vectors = LiveVectors(load_vectors(catalog, index_dir, encoder.code_size, save=False))
+            vectors = LiveVectors(_load_or_refresh(catalog, index_dir, encoder.code_size, save_stale))
         except BaseException:
             catalog.close()
             raise

@@ -12,12 +12,11 @@ for unreadable files) so that the next build does not index it again until it ch
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import logging
 import threading
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -28,11 +27,11 @@ from encoder.preprocess import ImageError, load_image
 from encoder.store import atomic_write_bytes
 from indexer.catalog import Catalog, NewImage
 from indexer.live import LiveVectors
+from indexer.lock import CollectionBusy, exclusive
 
 log = logging.getLogger(__name__)
 
 UPLOADS = "uploads"
-LOCK_FILE = ".lock"  # the same lock `indexer build` takes: one writer per collection
 DELETED = "deleted over HTTP"
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
 
@@ -70,10 +69,10 @@ class CollectionWriter:
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
-        with self._lock, open(self.index_dir / LOCK_FILE, "a") as fh:
+        with self._lock, ExitStack() as held:
             try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                held.enter_context(exclusive(self.index_dir))  # the lock `indexer build` takes
+            except CollectionBusy:
                 raise WriteBusy("an indexer build is running on this collection; try again when it ends") from None
             yield
 

@@ -37,7 +37,7 @@ class Engine:
     """Thread-safe search over one collection; everything heavy is loaded in the constructor, once."""
 
     def __init__(self, index_dir: str | os.PathLike, thumbnail_size: int = 256, writable: bool = False):
-        self.collection = Collection.open(index_dir)
+        self.collection = Collection.open(index_dir, save_stale=writable)  # a writing server keeps its writes' vectors
         self.thumbnail_size = thumbnail_size
         self.images = len(self.collection.vectors)
         self.root = self.collection.images_root

@@ -6,6 +6,8 @@ import io
 import json
 import shutil
 import threading
+import time
+from contextlib import ExitStack
 
 import pytest
 import requests
@@ -158,6 +160,58 @@ def test_writes_wait_for_a_running_build(client, collection):
     assert busy.status_code == 409 and busy.get_json()["error"]["code"] == "busy"
     assert count(collection[1]) == 40
     assert client.post("/api/images", headers=AUTH, data={"image": (io.BytesIO(jpeg(905)), "x.jpg")}).status_code == 201
+
+
+def vectors_generation(index) -> tuple[int, int]:
+    """(generation of the saved vectors, generation of the catalogue)."""
+    with Catalog(index, readonly=True) as catalog:
+        return json.loads((index / "vectors.json").read_text())["generation"], catalog.generation
+
+
+def test_a_writing_server_saves_the_vectors_its_writes_made_stale(collection):
+    images, index = collection
+    app = create_app({"INDEX_DIR": str(index), "API_TOKEN": TOKEN, "LOG_LEVEL": "WARNING"})
+    added = app.test_client().post("/api/images", headers=AUTH, data={"image": (io.BytesIO(jpeg(940)), "n.jpg")})
+    assert added.status_code == 201
+    app.extensions["lookalike.engine"].close()
+    saved, catalogue = vectors_generation(index)
+    assert saved < catalogue  # the write is in the catalogue; the saved vectors predate it
+
+    def start(config: dict):
+        app = create_app({"INDEX_DIR": str(index), "LOG_LEVEL": "WARNING", **config})
+        found = search(app.test_client(), jpeg(940), k=1)[0]
+        app.extensions["lookalike.engine"].close()
+        return found
+
+    assert start({})["id"] == added.get_json()["added"][0]["id"]  # a read-only server rebuilds them in memory
+    assert vectors_generation(index)[0] == saved  # ... and writes nothing
+    with open(index / ".lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a build is running: serve from memory, save nothing
+        assert start({"API_TOKEN": TOKEN})["distance"] == 0
+    assert vectors_generation(index)[0] == saved
+    assert start({"API_TOKEN": TOKEN})["distance"] == 0  # a writing server saves them
+    assert vectors_generation(index) == (catalogue, catalogue)
+    with Catalog(index, readonly=True) as catalog:
+        assert len(list(index.glob("vectors-*.faiss"))) == 1 and catalog.count() == 41
+
+
+def test_a_build_waits_out_a_short_write_but_not_another_build(collection, monkeypatch):
+    from indexer import build
+    from indexer.lock import exclusive
+
+    images, index = collection
+    holder = threading.Thread(target=lambda: (time.sleep(0.5), held.close()))
+    held = ExitStack()
+    held.enter_context(exclusive(index))  # what a server holds while it writes
+    started = time.monotonic()
+    holder.start()
+    with build._exclusive(index):  # waits the half second, then has the collection to itself
+        assert time.monotonic() - started >= 0.45
+    holder.join()
+    monkeypatch.setattr(build, "LOCK_WAIT", 0.3)
+    with exclusive(index), pytest.raises(build.BuildError, match="another build"):
+        with build._exclusive(index):
+            pass
 
 
 def test_searches_during_writes_see_no_errors_and_a_restart_keeps_the_writes(collection):
