@@ -24,6 +24,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if not app.config.get("INDEX_DIR"):
         raise ValueError("no collection given: pass --index DIR or set LOOKALIKE_INDEX")
     app.config["MAX_CONTENT_LENGTH"] = int(app.config["MAX_UPLOAD_MB"] * 1_000_000)
+    from PIL import Image
+
+    # Process-wide, like the thread settings: Pillow reads it at every open, the indexer's decoding included.
+    Image.MAX_IMAGE_PIXELS = app.config["MAX_PIXELS"]
     configure_threads(app.config["COMPUTE_THREADS"])  # before the engine starts TensorFlow
     set_threads(app.config["SEARCH_THREADS"])
     app.json.sort_keys = False  # keep results before metadata, as documented

@@ -69,6 +69,8 @@ class Setting:
     flag: str | None = None  # the `python -m search_api` option, where there is one
 
 
+PILLOW_MAX_PIXELS = 89_478_485  # Pillow's own default for Image.MAX_IMAGE_PIXELS (a quarter GB of 24-bit pixels)
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("INDEX_DIR", "LOOKALIKE_INDEX", None, str, "collection folder made by `python -m indexer build`", "--index"),
     Setting("HOST", "LOOKALIKE_HOST", "127.0.0.1", str, "address to listen on (0.0.0.0 exposes it to the network)",
@@ -82,6 +84,9 @@ SETTINGS: tuple[Setting, ...] = (
             "FAISS OpenMP threads per search (0: one per core); 1 because concurrent requests already fill the cores"),
     Setting("MAX_UPLOAD_MB", "LOOKALIKE_MAX_UPLOAD_MB", 20.0, positive_number,
             "largest accepted request body in MB; larger gets 413", "--max-upload-mb"),
+    Setting("MAX_PIXELS", "LOOKALIKE_MAX_PIXELS", PILLOW_MAX_PIXELS, whole_number(1),
+            "largest image accepted, in pixels (the decompression-bomb guard); decoding one costs about 4 bytes a "
+            "pixel, so this times --threads bounds the memory uploads can take", "--max-pixels"),
     Setting("DEFAULT_K", "LOOKALIKE_DEFAULT_K", 10, whole_number(1, MAX_K), "results per search when `k` is not given"),
     Setting("THUMBNAIL_SIZE", "LOOKALIKE_THUMBNAIL_SIZE", 256, whole_number(1), "long side of thumbnails in pixels"),
     Setting("API_TOKEN", "LOOKALIKE_API_TOKEN", None, api_token,

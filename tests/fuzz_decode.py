@@ -35,8 +35,19 @@ def one_input(data: bytes) -> None:
         raise AssertionError(f"decoded to {decoded.pixels.shape} {decoded.pixels.dtype}")
 
 
+# Inputs that once broke the property (now ImageError), kept as seeds so that every run re-checks them.
+FINDINGS = [
+    # A PSD header whose layer offset overflows a seek: OverflowError out of PIL.PsdImagePlugin (2026-11-25).
+    "OEJQUwABAAAAAAAAAP////////8HEAAIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+]
+
+
 def seed_corpus(folder: Path) -> None:
-    """The hostile corpus and one ordinary image per format."""
+    """The hostile corpus, one ordinary image per format, and past findings."""
+    import base64
+
+    for i, finding in enumerate(FINDINGS):
+        (folder / f"finding-{i:02d}").write_bytes(base64.b64decode(finding))
     from tests.conftest import make_image
     from tests.hostile import corpus
 

@@ -27,6 +27,7 @@ GOOD = {
     "LOOKALIKE_COMPUTE_THREADS": ("0", 0),
     "LOOKALIKE_SEARCH_THREADS": ("4", 4),
     "LOOKALIKE_MAX_UPLOAD_MB": ("2.5", 2.5),
+    "LOOKALIKE_MAX_PIXELS": ("1000000", 1_000_000),
     "LOOKALIKE_DEFAULT_K": ("25", 25),
     "LOOKALIKE_THUMBNAIL_SIZE": ("128", 128),
     "LOOKALIKE_LOG_LEVEL": ("debug", "DEBUG"),
@@ -39,6 +40,7 @@ BAD = {
     "LOOKALIKE_COMPUTE_THREADS": ["-1", "two", "1001"],
     "LOOKALIKE_SEARCH_THREADS": ["-1", "1.0"],
     "LOOKALIKE_MAX_UPLOAD_MB": ["0", "-1", "lots", "nan", "inf"],
+    "LOOKALIKE_MAX_PIXELS": ["0", "-5", "1e6", "many"],
     "LOOKALIKE_DEFAULT_K": ["0", "1001", "ten"],
     "LOOKALIKE_THUMBNAIL_SIZE": ["0", "-16", "big"],
     "LOOKALIKE_LOG_LEVEL": ["LOUD", "verbose"],
@@ -199,7 +201,8 @@ def test_settings_reach_the_running_server(tiny_collection):
     """Environment variables configure the real server, and a flag beats its variable."""
     server = start_server(tiny_collection.index_dir, tiny_collection.images_dir, tiny_collection.images,
                           extra_env={"LOOKALIKE_DEFAULT_K": "3", "LOOKALIKE_MAX_UPLOAD_MB": "0.5",
-                                     "LOOKALIKE_PORT": "1", "LOOKALIKE_THUMBNAIL_SIZE": "20"})
+                                     "LOOKALIKE_PORT": "1", "LOOKALIKE_THUMBNAIL_SIZE": "20",
+                                     "LOOKALIKE_MAX_PIXELS": "1000000"})
     try:
         query = tiny_collection.images[3].read_bytes()
         body = requests.post(server.url + "/api/search", data=query, timeout=60).json()
@@ -209,6 +212,15 @@ def test_settings_reach_the_running_server(tiny_collection):
         thumb = requests.get(server.url + body["results"][0]["thumbnail"], timeout=60)
         with Image.open(io.BytesIO(thumb.content)) as im:
             assert max(im.size) == 20  # LOOKALIKE_THUMBNAIL_SIZE
+        def png(width: int, height: int) -> bytes:
+            buf = io.BytesIO()
+            Image.new("RGB", (width, height), (20, 90, 160)).save(buf, "PNG")
+            return buf.getvalue()
+
+        over = requests.post(server.url + "/api/search", files={"image": ("big.png", png(1001, 1000))}, timeout=60)
+        assert over.status_code == 400 and "decompression-bomb" in over.json()["error"]["message"]  # MAX_PIXELS
+        under = requests.post(server.url + "/api/search", files={"image": ("ok.png", png(1000, 1000))}, timeout=60)
+        assert under.status_code == 200
         # --port (given by start_server) won over LOOKALIKE_PORT=1: the server answered on the flag's port.
         assert server.url.rsplit(":", 1)[1] != "1"
     finally:
