@@ -42,6 +42,7 @@ class Decoded:
     pixels: np.ndarray  # (size, size, channels) uint8
     width: int
     height: int
+    format: str = ""  # Pillow's name for the file's format: "JPEG", "PNG", ...
 
 
 def _open(source: ImageSource) -> Image.Image:
@@ -95,7 +96,7 @@ def _decoding():
         raise ImageError(f"unreadable image: {exc}") from None
 
 
-def _open_upright(source: ImageSource, channels: int, draft_size: int) -> tuple[Image.Image, int, int]:
+def _open_upright(source: ImageSource, channels: int, draft_size: int) -> tuple[Image.Image, int, int, str]:
     """Open, check the format, decode (JPEG at reduced scale), apply EXIF orientation and normalise the mode."""
     img = _open(source)
     with img:
@@ -109,7 +110,7 @@ def _open_upright(source: ImageSource, channels: int, draft_size: int) -> tuple[
         img.load()
         # Orientation from EXIF; after load so draft() has already shrunk the pixels.
         upright = _to_mode(ImageOps.exif_transpose(img), channels)
-    return upright, width, height
+    return upright, width, height, img.format
 
 
 def load_image(source: ImageSource, size: int, channels: int = 3) -> Decoded:
@@ -117,12 +118,12 @@ def load_image(source: ImageSource, size: int, channels: int = 3) -> Decoded:
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     with _decoding():
-        upright, width, height = _open_upright(source, channels, size)
+        upright, width, height, format_ = _open_upright(source, channels, size)
         resized = upright.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
         pixels = np.asarray(resized, dtype=np.uint8)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]  # (size, size) -> (size, size, 1)
-    return Decoded(pixels=pixels, width=width, height=height)
+    return Decoded(pixels=pixels, width=width, height=height, format=format_)
 
 
 def peek_size(source: ImageSource) -> tuple[int, int]:
@@ -144,7 +145,7 @@ def is_grey(source: ImageSource) -> bool:
 def thumbnail_jpeg(source: ImageSource, max_side: int, quality: int = 85) -> bytes:
     """A JPEG thumbnail at most `max_side` pixels on its long side, upright, aspect kept."""
     with _decoding():
-        upright, _, _ = _open_upright(source, 3, max_side)
+        upright, *_ = _open_upright(source, 3, max_side)
         upright.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=3.0)
         out = io.BytesIO()
         upright.save(out, "JPEG", quality=quality)

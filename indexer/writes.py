@@ -13,7 +13,6 @@ for unreadable files) so that the next build does not index it again until it ch
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import threading
 from contextlib import ExitStack, contextmanager
@@ -82,15 +81,14 @@ class CollectionWriter:
         for position, (name, data) in enumerate(uploads):
             try:
                 decoded = load_image(data, self.encoder.image_size, self.encoder.channels)
-                extension = EXTENSIONS.get(_format(data), ".img")
             except ImageError as exc:
                 raise BadUpload(position, name, str(exc)) from None
             digest = hashlib.sha256(data).hexdigest()
-            prepared.append((f"{UPLOADS}/{digest[:32]}{extension}", digest, data, decoded))
+            prepared.append((f"{UPLOADS}/{digest[:32]}{EXTENSIONS.get(decoded.format, '.img')}", digest, data, decoded))
         pixels = np.stack([p[3].pixels for p in prepared])  # (n, S, S, C)
         codes, errors = self.encoder.encode_with_error(pixels)  # (n, d), (n,)
         with self._exclusive():
-            known = self.catalog.fingerprints()
+            known = self.catalog.ids_of([p[0] for p in prepared])  # the uploads already catalogued
             rows, results = [], {}
             (self.root / UPLOADS).mkdir(exist_ok=True)
             for (relpath, digest, data, decoded), code, error in zip(prepared, codes, errors):
@@ -146,12 +144,5 @@ class CollectionWriter:
     def close(self) -> None:
         """Release the read-write connection."""
         self.catalog.close()
-
-
-def _format(data: bytes) -> str:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:  # already decoded once by load_image: this only reads the header
-        return im.format or ""
 
 
