@@ -36,3 +36,14 @@ def configure_threads(intra_op: int = 0, inter_op: int = 1) -> dict[str, int]:
         return current
     log.debug("TensorFlow threads: %s", wanted)
     return wanted
+
+
+def cpu_features() -> list[str]:
+    """The vector instruction sets this CPU offers that matter for inference speed (Linux; [] elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+    except OSError:
+        return []
+    names = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX-512 VNNI", "amx_tile": "AMX"}
+    return [label for flag, label in names.items() if flag in flags]

@@ -14,7 +14,10 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "encoder.keras"
 INFO_FILE = "encoder.json"
 CURVE_FILE = "training_curve.png"
-FORMAT_VERSION = 1
+# The model format: bumped whenever the architecture code changes what a saved model means. Keras rebuilds a
+# subclassed model from our current code and then loads its weights, so a model saved by another format cannot load.
+# 2: normalised layers, mean-image output bias, the invariant variant (issue 13).
+FORMAT_VERSION = 2
 
 
 class ModelError(RuntimeError):
@@ -108,10 +111,14 @@ def save_model(model, index_dir: str | os.PathLike, training: dict[str, Any]) ->
 
 
 def verified_model_path(index_dir: str | os.PathLike, info: dict[str, Any]) -> Path:
-    """The model file, after checking that its bytes are the ones `encoder.json` records."""
+    """The model file, after checking that this version can read it and its bytes are the ones `encoder.json` records."""
     path = Path(index_dir) / MODEL_FILE
     if not path.is_file():
         raise ModelError(f"{path} is missing; retrain with `python -m indexer build ... --retrain`")
+    if info.get("format") != FORMAT_VERSION:
+        raise ModelError(f"the encoder in {index_dir} was made by another version of lookalike (model format "
+                         f"{info.get('format')}, this version reads {FORMAT_VERSION}); re-encode the collection with "
+                         f"`python -m indexer build IMAGES_DIR --index {index_dir} --retrain`")
     actual = file_sha256(path)
     if actual != info["sha256"]:
         raise ModelError(

@@ -1,10 +1,16 @@
-"""Unsupervised training on decoded images: corruption, held-out split, early stopping, progress, loss curve."""
+"""Unsupervised training on decoded images: a fixed step budget, held-out check, progress with ETA, loss curve.
+
+The budget is counted in optimiser steps, never in seconds: the same images and seed give the same steps over the
+same batches, hence the same model quality, on a fast machine and on a slow one. A wall-clock cap exists
+(`time_budget`) but is off unless asked for.
+"""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +21,10 @@ from encoder.variants import DEFAULT_VARIANT
 
 log = logging.getLogger(__name__)
 
+# A model whose held-out reconstruction loss is above this share of the mean image's has learned little.
+PLATEAU_RATIO = 0.8
+AUTO_EPOCHS = 30  # passes over the images in the automatic step budget (bounded by min_steps and max_steps)
+
 
 @dataclass
 class TrainConfig:
@@ -24,12 +34,16 @@ class TrainConfig:
     channels: int = 3
     code_size: int = 30
     variant: str = DEFAULT_VARIANT
-    epochs: int = 30
-    batch_size: int = 64
-    learning_rate: float = 1e-3
+    steps: int = 0  # optimiser steps; 0: `epochs` passes, or by default AUTO_EPOCHS within [min_steps, max_steps]
+    epochs: int = 0  # passes over the training images (when `steps` is 0); 0: the automatic budget
+    min_steps: int = 1500
+    max_steps: int = 6000
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    warmup: float = 0.03  # share of the steps over which the learning rate ramps up from zero
     validation_fraction: float = 0.1
-    patience: int = 4
-    time_budget: float = 300.0  # seconds; no epoch starts that would likely end past it (0: no budget)
+    max_held_out: int = 1000  # held-out images (enough to measure a loss; the rest are worth training on)
+    time_budget: float = 0.0  # seconds; 0: no wall-clock cap (the default: results must not depend on speed)
     # Denoising corruption. Noise alone measured best (benchmarks/quality.py): against noise 0.1 + occlusion 0.5 +
     # salt-and-pepper 0.02 it gained on Fashion-MNIST P@10 (0.830 vs 0.827), MNIST (0.971 vs 0.969), and MNIST
     # reconstruction (2.88 vs 4.03), losing only occlusion recall; zoom 0.15 + brightness 0.2 cost 0.004 P@10.
@@ -41,71 +55,192 @@ class TrainConfig:
     sparsity: float = 1e-3  # sparse: weight of the L1 penalty on the code
     contraction: float = 1e-3  # contractive: weight of the Jacobian penalty
     kl_weight: float = 0.05  # variational: weight of the KL term
-    unit_code: bool = True  # search codes scaled to unit length (L2 ranking = cosine ranking)
+    unit_code: bool = True  # search codes centred and scaled to unit length (L2 ranking = cosine ranking)
+    normalise: bool | None = None  # BatchNorm in the conv encoder and decoder (None: for the invariant variant)
+    width: int = 32  # filters of the first conv level (doubling at each level)
+    pooling: str = "flatten"  # how the last feature map becomes the code: flatten (layout kept) or average
+    shortcut: bool | None = None  # a linear coarse-image path beside the conv layers (None: for the invariant variant)
+    consistency: str = "infonce"  # invariant: infonce or vicreg
+    consistency_weight: float = 1.0  # invariant: weight of the consistency term against reconstruction
+    temperature: float = 0.1  # invariant, infonce: softmax temperature
+    projector_width: int = 256  # invariant: width of the projection head the consistency term acts on
+    reconstruction_weight: float = 1.0
+    recon_source: str = "clean"  # invariant: rebuild from the clean image's code, or from an edited view's
+    views: str = "two"  # invariant: two edited views agree ("two"), or the clean image and one edited view ("one")
+    ramp: float = 0.0  # invariant: share of the steps over which the consistency term ramps in
+    edits: dict = field(default_factory=dict)  # invariant: EditStrengths overrides
     seed: int = 0
 
-    def model_options(self) -> dict[str, float]:
+    def model_options(self) -> dict[str, Any]:
         """The variant's knobs, as Autoencoder keyword arguments."""
-        return {k: getattr(self, k) for k in ("noise_std", "occlusion", "salt_pepper", "zoom", "brightness",
-                                               "sparsity", "contraction", "kl_weight", "unit_code")}
+        keys = ("noise_std", "occlusion", "salt_pepper", "zoom", "brightness", "sparsity", "contraction", "kl_weight",
+                "unit_code", "normalise", "width", "pooling", "shortcut", "consistency", "consistency_weight", "temperature",
+                "projector_width", "reconstruction_weight", "recon_source", "views", "edits", "seed")
+        return {k: getattr(self, k) for k in keys}
+
+    def batch_for(self, images: int) -> int:
+        """The batch size for a collection: the configured one, smaller when it would leave few steps per pass."""
+        return int(max(16, min(self.batch_size, images // 8 or 16)))
+
+    def steps_for(self, images: int) -> int:
+        """The step budget for `images` training images: `steps`, else `epochs` passes, else the automatic one.
+
+        Automatic: AUTO_EPOCHS passes, but at least `min_steps` (a small collection still needs that many updates
+        to learn) and at most `max_steps` (a large one has learnt what a 30-number code can hold well before).
+        """
+        if self.steps:
+            return int(self.steps)
+        per_pass = max(1, images // min(self.batch_for(images), images))
+        if self.epochs:
+            return int(self.epochs * per_pass)
+        return int(min(self.max_steps, max(self.min_steps, AUTO_EPOCHS * per_pass)))
 
 
-def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _split(n: int, fraction: float, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng(seed).permutation(n)
-    n_val = int(round(n * fraction)) if n >= 10 else 0
+    n_val = min(int(round(n * fraction)), limit) if n >= 10 else 0
     return order[n_val:], order[:n_val]
 
 
-def _dataset(pixels: np.ndarray, batch_size: int, shuffle: bool, seed: int):
+def _dataset(pixels: np.ndarray, batch_size: int, seed: int):
     import tensorflow as tf
 
+    # Shuffled anew at every pass, in the same order on every machine (seeded); repeated without end, the step
+    # budget decides when training stops; every batch full, so every step has the same size.
     ds = tf.data.Dataset.from_tensor_slices(pixels)  # (S, S, C) uint8 per element
-    if shuffle:
-        ds = ds.shuffle(min(len(pixels), 10_000), seed=seed, reshuffle_each_iteration=True)
-
-    def to_pair(batch):
-        x = tf.cast(batch, tf.float32) / 255.0  # (B, S, S, C) in [0, 1]
-        return x, x  # the target is always the clean image; corruption happens inside the model
-
-    return ds.batch(batch_size).map(to_pair, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    ds = ds.shuffle(min(len(pixels), 20_000), seed=seed, reshuffle_each_iteration=True).repeat()
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def _progress_callback(epochs: int):
+def mean_image_loss(train_pixels: np.ndarray, held_out: np.ndarray) -> float:
+    """The held-out MSE of predicting every image as the training images' mean: the plateau a model must leave."""
+    mean = train_pixels.astype(np.float64).mean(axis=0) / 255.0  # (S, S, C)
+    total = 0.0
+    for i in range(0, len(held_out), 512):
+        total += float(np.square(held_out[i : i + 512] / 255.0 - mean).sum())
+    return total / max(held_out.size, 1)
+
+
+def _progress_callback(total_steps: int, images_per_step: int):
     import keras
     from tqdm.auto import tqdm
 
-    class EpochProgress(keras.callbacks.Callback):
-        """A tqdm bar over epochs showing the losses, and a log line per epoch."""
+    class StepProgress(keras.callbacks.Callback):
+        """A tqdm bar over optimiser steps (so it shows an ETA), with the latest losses; a log line per epoch."""
 
         def on_train_begin(self, logs=None):
-            self.bar = tqdm(total=epochs, desc="training", unit="epoch", dynamic_ncols=True)
+            self.bar = tqdm(total=total_steps, desc="training", unit="step", dynamic_ncols=True)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.bar.update(1)
+            if logs and self.bar.n % 10 == 0:
+                self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}",
+                                     rec=f"{float(logs.get('reconstruction', 0.0)):.4f}")
 
         def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            shown = {k: f"{v:.5f}" for k, v in logs.items() if "loss" in k}
-            self.bar.set_postfix(shown)
-            self.bar.update(1)
+            shown = {k: f"{v:.5f}" for k, v in (logs or {}).items()}
             log.debug("epoch %d: %s", epoch + 1, shown)
 
         def on_train_end(self, logs=None):
             self.bar.close()
 
-    return EpochProgress()
+    return StepProgress()
 
 
-WARM_UP_STEPS = 1500  # optimiser steps before early stopping and learning-rate cuts may act
+class _StepBudget:
+    """Stops training after exactly `steps` optimiser steps, or earlier at a wall-clock cap when one is set."""
+
+    def __new__(cls, steps: int, seconds: float):
+        import keras
+
+        class StepBudget(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.started = time.perf_counter()
+                self.steps_run = 0
+                self.stopped_by = "steps"
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.steps_run += 1
+                if self.steps_run >= steps:
+                    self.model.stop_training = True
+                elif seconds and time.perf_counter() - self.started > seconds:
+                    log.warning("training stopped by the %.0f s time budget after %d of %d steps", seconds,
+                                self.steps_run, steps)
+                    self.stopped_by = "time_budget"
+                    self.model.stop_training = True
+
+        return StepBudget()
 
 
-def _after_warm_up(callback, epochs: int):
-    """`callback` with its epoch-end decisions skipped for the first `epochs` epochs."""
-    act = callback.on_epoch_end
+CALIBRATION_IMAGES = 256  # clean training images whose statistics BatchNorm keeps for inference
+HELD_OUT_CHECKS = 20  # held-out checks per training run (after the first epoch, then evenly, and at the end)
 
-    def on_epoch_end(epoch, logs=None):
-        if epoch >= epochs:
-            act(epoch, logs)
 
-    callback.on_epoch_end = on_epoch_end
-    return callback
+def calibrate_normalisation(model, pixels: np.ndarray) -> None:
+    """Set every BatchNorm layer's inference statistics to those of clean training images under the current weights.
+
+    During training BatchNorm normalises with each batch's own statistics and keeps a running average for
+    inference; that average lags behind weights that are still moving and mixes in the edited views. Measuring the
+    statistics afresh ("precise BatchNorm") makes the held-out loss and the saved model reflect the weights as they
+    are. It changes nothing about training itself, which always uses batch statistics.
+    """
+    import keras
+
+    norms = [layer for part in (model.encoder, model.decoder) for layer in part.layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    if not norms:
+        return
+    sample = pixels[np.linspace(0, len(pixels) - 1, min(len(pixels), CALIBRATION_IMAGES)).astype(int)]
+    x = sample.astype(np.float32) / 255.0  # (m, S, S, C)
+    momenta = [layer.momentum for layer in norms]
+    try:
+        for layer in norms:
+            layer.momentum = 0.0  # the next training-mode call replaces the running statistics with its batch's
+        model.decoder(model.latent(x, training=True), training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer.momentum = momentum
+
+
+def _held_out_callback(model, train_pixels: np.ndarray, held_out: np.ndarray, epochs: int):
+    import keras
+
+    every = max(1, epochs // HELD_OUT_CHECKS)
+
+    class HeldOut(keras.callbacks.Callback):
+        """After the first epoch, every `every` epochs and at the end: fresh BatchNorm statistics, then the held-out
+        reconstruction loss, recorded as (epoch, loss). Checking every epoch would cost a small collection, whose
+        epochs are a few steps, a fifth of its training time."""
+
+        def on_train_begin(self, logs=None):
+            self.checks: list[tuple[int, float]] = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0 or (epoch + 1) % every == 0 or self.model.stop_training:
+                self.check(epoch + 1)
+
+        def on_train_end(self, logs=None):
+            if not self.checks or self.checks[-1][0] != self.epoch_count():
+                self.check(self.epoch_count())
+
+        def epoch_count(self) -> int:
+            return len(self.model.history.history.get("loss", [])) if self.model.history else 0
+
+        def check(self, epoch: int) -> None:
+            calibrate_normalisation(model, train_pixels)
+            if len(held_out):
+                self.checks.append((epoch, reconstruction_loss(model, held_out)))
+
+    return HeldOut()
+
+
+def reconstruction_loss(model, pixels: np.ndarray, batch_size: int = 256) -> float:
+    """Mean squared error per pixel of rebuilding (n, S, S, C) uint8 images, in inference mode."""
+    total = 0.0
+    for i in range(0, len(pixels), batch_size):
+        x = pixels[i : i + batch_size].astype(np.float32) / 255.0
+        total += float(np.square(np.asarray(model.decoder(model.latent(x))) - x).sum())
+    return total / max(pixels.size, 1)
 
 
 def _mean_latent(model, pixels: np.ndarray, batch_size: int) -> np.ndarray:
@@ -117,40 +252,30 @@ def _mean_latent(model, pixels: np.ndarray, batch_size: int) -> np.ndarray:
     return (total / max(len(pixels), 1)).astype(np.float32)
 
 
-def _time_budget_callback(seconds: float):
-    import keras
-
-    class TimeBudget(keras.callbacks.Callback):
-        """Stop before an epoch that would probably end past the budget (EarlyStopping then restores the best)."""
-
-        def on_train_begin(self, logs=None):
-            self.started = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            elapsed = time.perf_counter() - self.started
-            if elapsed + elapsed / (epoch + 1) > seconds:  # the mean epoch so far predicts the next
-                log.info("stopping after epoch %d: the next would pass the %.0f s training budget", epoch + 1, seconds)
-                self.model.stop_training = True
-
-    return TimeBudget()
-
-
-def save_loss_curve(history: dict[str, list[float]], path: str | os.PathLike) -> None:
-    """Plot training and validation loss per epoch to a PNG."""
+def save_loss_curve(history: dict[str, list[float]], checks: list, path: str | os.PathLike,
+                    mean_loss: float | None = None) -> None:
+    """Plot every loss term per epoch, and the held-out reconstruction against the mean image's, to a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for key, label in (("loss", "training"), ("val_loss", "held-out")):
-        if history.get(key):
-            ax.plot(range(1, len(history[key]) + 1), history[key], marker="o", label=label)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for key, values in history.items():
+        if values and max(values) > 0:
+            label = "training loss (total)" if key == "loss" else f"{key} (weighted)"
+            ax.plot(range(1, len(values) + 1), values, label=label, linewidth=1.2)
+    if checks:
+        epochs, values = zip(*checks)
+        ax.plot(epochs, values, marker="o", markersize=3, linewidth=2.2, color="black",
+                label="held-out reconstruction (MSE)")
+    if mean_loss:
+        ax.axhline(mean_loss, color="grey", linestyle="--", linewidth=1, label="held-out, mean image (MSE)")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("reconstruction loss (MSE)")
+    ax.set_ylabel("loss")
     ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     ax.set_title("lookalike autoencoder training")
     fig.tight_layout()
     fig.savefig(path)
@@ -161,7 +286,7 @@ def train(pixels: np.ndarray, config: TrainConfig, index_dir: str | os.PathLike)
     """Train an autoencoder on (n, S, S, C) uint8 images, save it into `index_dir`; return `encoder.json`."""
     import keras
 
-    from encoder.model import build_autoencoder
+    from encoder.model import build_autoencoder, start_from_pca
 
     if len(pixels) == 0:
         raise ValueError("no images to train on")
@@ -169,51 +294,67 @@ def train(pixels: np.ndarray, config: TrainConfig, index_dir: str | os.PathLike)
     if pixels.shape[1:] != expected:
         raise ValueError(f"training images have shape {pixels.shape[1:]}, config expects {expected}")
     keras.utils.set_random_seed(config.seed)
-    train_idx, val_idx = _split(len(pixels), config.validation_fraction, config.seed)
+    train_idx, val_idx = _split(len(pixels), config.validation_fraction, config.max_held_out, config.seed)
+    batch = config.batch_for(len(train_idx))
+    batch = min(batch, len(train_idx))
+    steps = config.steps_for(len(train_idx))
+    per_pass = max(1, len(train_idx) // batch)
+    epochs = math.ceil(steps / per_pass)
+    sample = pixels[train_idx][:: max(1, len(train_idx) // 10_000)]  # enough for a mean and a PCA
+    spread = mean_image_loss(sample, sample)
     model = build_autoencoder(config.image_size, config.channels, config.code_size, config.variant,
+                              ramp_steps=int(config.ramp * steps), reconstruction_scale=1.0 / max(spread, 1e-6),
                               **config.model_options())
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
-    callbacks = [_progress_callback(config.epochs)]
-    if config.time_budget > 0:
-        callbacks.append(_time_budget_callback(config.time_budget))
-    validation = None
-    if len(val_idx):
-        validation = _dataset(pixels[val_idx], config.batch_size, shuffle=False, seed=config.seed)
-        # A small collection has few steps per epoch, and an autoencoder's loss sits on a plateau (the mean image)
-        # for its first few hundred steps: patience counts only after a warm-up, or it stops a model still to learn.
-        steps_per_epoch = max(1, -(-len(train_idx) // config.batch_size))
-        warm_up = min(config.epochs // 2, -(-WARM_UP_STEPS // steps_per_epoch))
-        callbacks += [
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True,
-                                          start_from_epoch=warm_up),
-            _after_warm_up(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
-                                                             patience=max(1, config.patience // 2)), warm_up),
-        ]
-    log.info("training %s autoencoder on %d images (%d held out), up to %d epochs",
-             config.variant, len(train_idx), len(val_idx), config.epochs)
+    start_from_pca(model, sample)
+    warmup = int(config.warmup * steps)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else config.learning_rate, decay_steps=max(1, steps - warmup), alpha=0.01,
+        warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
+    model.compile(optimizer=keras.optimizers.Adam(schedule))
+    budget = _StepBudget(steps, config.time_budget)
+    held_out = _held_out_callback(model, pixels[train_idx], pixels[val_idx], epochs)
+    callbacks = [_progress_callback(steps, batch), budget, held_out]
+    baseline = mean_image_loss(pixels[train_idx], pixels[val_idx]) if len(val_idx) else None
+    log.info("training %s autoencoder on %d images (%d held out): %d steps of %d images", config.variant,
+             len(train_idx), len(val_idx), steps, batch)
     started = time.perf_counter()
-    history = model.fit(
-        _dataset(pixels[train_idx], config.batch_size, shuffle=True, seed=config.seed),
-        validation_data=validation, epochs=config.epochs, callbacks=callbacks,
-        shuffle=False, verbose=0,  # the dataset shuffles itself
-    ).history
+    history = model.fit(_dataset(pixels[train_idx], batch, seed=config.seed),
+                        epochs=epochs, steps_per_epoch=per_pass, callbacks=callbacks,
+                        shuffle=False, verbose=0).history  # the dataset shuffles itself
     seconds = time.perf_counter() - started
-    model.code_center.assign(_mean_latent(model, pixels[train_idx], config.batch_size * 4))
-    losses = {k: [float(v) for v in history[k]] for k in ("loss", "val_loss") if k in history}
-    best_epoch = int(np.argmin(losses["val_loss"])) + 1 if "val_loss" in losses else len(losses["loss"])
+    model.code_center.assign(_mean_latent(model, pixels[train_idx], 512))
+    losses = {k: [float(v) for v in values] for k, values in history.items() if k != "learning_rate"}
+    checks = [[int(e), float(v)] for e, v in held_out.checks]
+    final = checks[-1][1] if checks else None
     summary = {
         "config": asdict(config),
         "images": int(len(train_idx)),
         "held_out": int(len(val_idx)),
-        "epochs_run": len(losses["loss"]),
-        "best_epoch": best_epoch,
-        "final_loss": losses["loss"][-1],
-        "final_val_loss": losses["val_loss"][best_epoch - 1] if "val_loss" in losses else None,
+        "batch_size": int(batch),
+        "steps_planned": int(steps),
+        "steps_run": int(budget.steps_run),
+        "stopped_by": budget.stopped_by,
+        "epochs_run": len(losses.get("loss", [])),
+        "final_loss": losses["loss"][-1] if losses.get("loss") else None,
+        "final_val_loss": final,
+        "mean_image_loss": baseline,
+        "held_out_checks": checks,  # [epoch, held-out reconstruction loss (MSE per pixel)], after that epoch
         "seconds": round(seconds, 2),
+        "images_per_second": round(budget.steps_run * batch / seconds, 1) if seconds > 0 else None,
         "history": losses,
     }
     info = store.save_model(model, index_dir, summary)
-    save_loss_curve(losses, Path(index_dir) / store.CURVE_FILE)
-    log.info("trained in %.1fs: %d epochs, best held-out loss %.5f at epoch %d", seconds,
-             summary["epochs_run"], summary["final_val_loss"] or float("nan"), best_epoch)
+    save_loss_curve(losses, checks, Path(index_dir) / store.CURVE_FILE, baseline)
+    log.info("trained in %.1fs: %d steps (%.0f images/s), held-out reconstruction %.5f (mean image %.5f)", seconds,
+             budget.steps_run, summary["images_per_second"] or 0, final or float("nan"), baseline or float("nan"))
     return info
+
+
+def plateau_warning(info: dict[str, Any]) -> str | None:
+    """One line when a trained model rebuilds held-out images little better than their mean does, else None."""
+    training = info.get("training", {})
+    final, baseline = training.get("final_val_loss"), training.get("mean_image_loss")
+    if not final or not baseline or final < PLATEAU_RATIO * baseline:
+        return None
+    return (f"the encoder rebuilds held-out images barely better than their mean image (loss {final:.4f} against "
+            f"{baseline:.4f}): it has learned little; train longer (--steps) or on more images")

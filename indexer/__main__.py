@@ -9,7 +9,10 @@ import sys
 from pathlib import Path
 
 from encoder.store import ModelError
+from encoder.train import AUTO_EPOCHS, TrainConfig
 from encoder.variants import DEFAULT_VARIANT, VARIANTS
+
+TRAIN_DEFAULTS = TrainConfig()
 
 log = logging.getLogger("indexer")
 
@@ -18,6 +21,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0.0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
@@ -45,7 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     def training_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("images", type=Path, metavar="IMAGES_DIR", help="folder of images, searched recursively")
         index_arg(p)
-        p.add_argument("--epochs", type=_positive, help="most training epochs (early stopping may end sooner; 30)")
+        p.add_argument("--steps", type=_positive,
+                       help=f"training steps (default: {AUTO_EPOCHS} passes over the images, at least "
+                            f"{TRAIN_DEFAULTS.min_steps} and at most {TRAIN_DEFAULTS.max_steps} steps)")
+        p.add_argument("--epochs", type=_positive, help="training passes over the images, instead of --steps")
+        p.add_argument("--time-budget", type=_non_negative, metavar="SECONDS",
+                       help="also stop training after this many seconds (default: no limit, so the model does not "
+                            "depend on the machine's speed)")
         p.add_argument("--code-size", type=_positive, help="numbers per image code (30)")
         p.add_argument("--image-size", type=_positive, help="side in pixels the model sees (64)")
         p.add_argument("--variant", choices=VARIANTS,
@@ -88,8 +104,8 @@ def _options(args: argparse.Namespace):
 
     training = {k: getattr(args, k) for k in ("noise_std", "occlusion", "salt_pepper", "zoom", "brightness")
                 if getattr(args, k) is not None}
-    return BuildOptions(image_size=args.image_size, code_size=args.code_size, epochs=args.epochs,
-                        variant=args.variant, training=training,
+    return BuildOptions(image_size=args.image_size, code_size=args.code_size, steps=args.steps, epochs=args.epochs,
+                        time_budget=args.time_budget, variant=args.variant, training=training,
                         retrain=getattr(args, "retrain", False), max_train_images=args.max_train_images,
                         workers=args.workers, progress=not args.quiet, commit_every=getattr(args, "batch", 1024))
 
@@ -162,12 +178,12 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     collection = Collection.open(args.index)
     try:
-        code, _ = collection.encode_image(args.query)
-        hits = collection.neighbours(code, args.k)
+        code, _, sketch = collection.encode_image(args.query)
+        hits = collection.neighbours(code, args.k, sketch=sketch)
         model = collection.encoder.model_id
     finally:
         collection.close()
-    results = [{"id": h.id, "path": h.path, "distance": round(h.distance, 6)} for h in hits]
+    results = [{"id": h.id, "path": h.path, "distance": round(h.distance, 6), "copy": h.copy} for h in hits]
     print(json.dumps({"results": results, "model": model}, indent=2))
     return 0
 

@@ -19,9 +19,10 @@ import numpy as np
 from encoder import store
 from encoder.preprocess import IMAGE_EXTENSIONS, ImageError, load_image, peek_size
 from encoder.runtime import configure_threads
-from encoder.train import TrainConfig
+from encoder.train import TrainConfig, plateau_warning
 from indexer.catalog import Catalog, NewImage
 from indexer.collection import MODEL_KEY, check_model_matches, load_vectors
+from indexer.copies import sketches
 from indexer.lock import CollectionBusy, exclusive
 from indexer.scan import FileEntry, scan
 
@@ -47,7 +48,9 @@ class BuildOptions:
 
     image_size: int | None = None
     code_size: int | None = None
+    steps: int | None = None
     epochs: int | None = None
+    time_budget: float | None = None
     variant: str | None = None
     training: dict = field(default_factory=dict)  # other TrainConfig fields (corruption levels, penalty weights)
     retrain: bool = False
@@ -231,10 +234,14 @@ def train_on(root: Path, entries: list[FileEntry], index_dir: Path, options: Bui
         log.info("every sampled image is grey: training a single-channel model")
         channels = 1
         decoded = read(1, "reading for training (grey)")
+    budget = {k: v for k in ("steps", "epochs", "time_budget") if (v := getattr(options, k)) is not None}
     config = TrainConfig(image_size=size, channels=channels, code_size=options.code_size or defaults.code_size,
-                         epochs=options.epochs or defaults.epochs, variant=options.variant or defaults.variant,
-                         **options.training)
-    return train(np.stack([d.pixels for d in decoded]), config, index_dir), decoded
+                         variant=options.variant or defaults.variant, **budget, **options.training)
+    info = train(np.stack([d.pixels for d in decoded]), config, index_dir)
+    warning = plateau_warning(info)
+    if warning:
+        log.warning(warning)
+    return info, decoded
 
 
 def _check_options_fit(info: dict, options: BuildOptions) -> None:
@@ -363,8 +370,9 @@ def _encode_into(catalog: Catalog, encoder, reused: list[Decoded], fresh: Iterab
                 errors[i] = float(e)
         if not measured.all():
             codes[~measured] = encoder.encode(pixels[~measured])
+        marks = sketches(pixels)  # (n, SKETCH_BYTES): for the copy check at query time
         rows.extend(NewImage(d.entry.relpath, d.entry.size, d.entry.mtime_ns, d.sha256, d.width, d.height,
-                             codes[i], errors[i]) for i, d in enumerate(decoded))
+                             codes[i], errors[i], marks[i]) for i, d in enumerate(decoded))
         decoded.clear()
 
     def commit() -> None:

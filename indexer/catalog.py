@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS images (
     code BLOB NOT NULL,                     -- float32 little-endian, code_size values
     recon_error REAL,                       -- mean squared reconstruction error per pixel, in [0, 1]; NULL when
                                             -- not measured (indexing measures a sample: see indexer.build)
-    indexed_at REAL NOT NULL
+    indexed_at REAL NOT NULL,
+    sketch BLOB                             -- 16x16 grey uint8 (indexer.copies); NULL in catalogues made before it
 );
 """
 SCHEMA = IMAGES_TABLE + """
@@ -65,6 +66,7 @@ class NewImage:
     height: int
     code: np.ndarray  # (code_size,) float32
     recon_error: float | None  # None: not measured
+    sketch: np.ndarray | None = None  # (SKETCH_BYTES,) uint8, what the copy check compares (indexer.copies)
 
 
 class Catalog:
@@ -86,9 +88,14 @@ class Catalog:
         self.conn.execute("PRAGMA busy_timeout=10000")
 
     def _migrate(self) -> None:
+        columns = {row[1]: row[3] for row in self.conn.execute("PRAGMA table_info(images)")}  # name -> notnull
+        if "sketch" not in columns:
+            # Catalogues written before the copy check: the column is added empty (their models are of an older
+            # format, so the next build re-encodes every image and fills it).
+            self.conn.execute("ALTER TABLE images ADD COLUMN sketch BLOB")
+            columns["sketch"] = 0
         # Catalogues written before reconstruction errors were sampled declare recon_error NOT NULL. SQLite cannot
         # drop a constraint in place, so copy the table into one with the current schema (ids kept).
-        columns = {row[1]: row[3] for row in self.conn.execute("PRAGMA table_info(images)")}  # name -> notnull
         if not columns.get("recon_error"):
             return
         log.info("upgrading the catalogue schema in %s", self.path)
@@ -154,14 +161,16 @@ class Catalog:
         """Insert or update images by path, keeping the id of a path that was already there."""
         now = time.time()
         self.conn.executemany(
-            """INSERT INTO images(relpath, size, mtime_ns, sha256, width, height, code, recon_error, indexed_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """INSERT INTO images(relpath, size, mtime_ns, sha256, width, height, code, recon_error, indexed_at, sketch)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT(relpath) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,
                  sha256 = excluded.sha256, width = excluded.width, height = excluded.height,
-                 code = excluded.code, recon_error = excluded.recon_error, indexed_at = excluded.indexed_at""",
+                 code = excluded.code, recon_error = excluded.recon_error, indexed_at = excluded.indexed_at,
+                 sketch = excluded.sketch""",
             [
                 (i.relpath, i.size, i.mtime_ns, i.sha256, i.width, i.height,
-                 np.asarray(i.code, "<f4").tobytes(), None if i.recon_error is None else float(i.recon_error), now)
+                 np.asarray(i.code, "<f4").tobytes(), None if i.recon_error is None else float(i.recon_error), now,
+                 None if i.sketch is None else np.asarray(i.sketch, np.uint8).tobytes())
                 for i in images
             ],
         )
@@ -209,6 +218,18 @@ class Catalog:
         """The stored code of one image, or None."""
         row = self.conn.execute("SELECT code FROM images WHERE id = ?", (image_id,)).fetchone()
         return None if row is None else np.frombuffer(row[0], dtype="<f4").astype(np.float32)
+
+    def sketches(self, ids: Iterable[int]) -> dict[int, np.ndarray]:
+        """id -> (SKETCH_BYTES,) uint8 sketch, for the ids that exist and have one."""
+        ids = [int(i) for i in ids]
+        found: dict[int, np.ndarray] = {}
+        for start in range(0, len(ids), 500):  # SQLite caps the parameters of one statement
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for image_id, blob in self.conn.execute(
+                    f"SELECT id, sketch FROM images WHERE id IN ({marks}) AND sketch IS NOT NULL", chunk):
+                found[image_id] = np.frombuffer(blob, dtype=np.uint8)
+        return found
 
     def records(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
         """id -> ImageRecord for the ids that exist."""

@@ -11,6 +11,7 @@ import numpy as np
 
 from encoder.store import ModelError, read_info
 from indexer.catalog import Catalog
+from indexer.copies import SHORTLIST, copy_first, sketches
 from indexer.live import LiveVectors
 from indexer.lock import CollectionBusy, exclusive
 from indexer.vectors import VectorIndex, VectorsStale
@@ -87,6 +88,7 @@ class Hit:
     id: int
     path: str  # relative to the indexed folder
     distance: float  # Euclidean distance between codes
+    copy: bool = False  # an edited copy of the query (or its original), put first by the copy check
 
 
 @dataclass
@@ -128,34 +130,57 @@ class Collection:
         root = self.catalog.get_meta("root")
         return Path(root) if root else None
 
-    def encode_image(self, source) -> tuple[np.ndarray, float]:
-        """Preprocess and encode one image (path, bytes or file): its (code_size,) code and reconstruction error."""
+    def encode_image(self, source) -> tuple[np.ndarray, float, np.ndarray]:
+        """Preprocess and encode one image (path, bytes or file): its (code_size,) code, reconstruction error and
+        (SKETCH_BYTES,) sketch."""
         from encoder.preprocess import load_image
 
         pixels = load_image(source, self.encoder.image_size, self.encoder.channels).pixels[None]  # (1, S, S, C)
         codes, errors = self.encoder.encode_with_error(pixels)
-        return codes[0], float(errors[0])
+        return codes[0], float(errors[0]), sketches(pixels)[0]
+
+    def sketch_of(self, image_id: int) -> np.ndarray | None:
+        """The stored sketch of an indexed image, or None."""
+        with self.lock:
+            return self.catalog.sketches([image_id]).get(image_id)
 
     def code_of(self, image_id: int) -> np.ndarray | None:
         """The stored code of an indexed image, or None for an unknown id."""
         with self.lock:
             return self.catalog.code_of(image_id)
 
-    def neighbours(self, code: np.ndarray, k: int, offset: int = 0, exclude: int | None = None) -> list[Hit]:
-        """The `k` images nearest to `code` after skipping `offset`, nearest first, leaving out id `exclude`."""
-        wanted = k + offset + (exclude is not None)
+    def neighbours(self, code: np.ndarray, k: int, offset: int = 0, exclude: int | None = None,
+                   sketch: np.ndarray | None = None) -> list[Hit]:
+        """The `k` images nearest to `code` after skipping `offset`, nearest first, leaving out id `exclude`.
+
+        With the query's `sketch`, the copy check (indexer.copies) looks at the first SHORTLIST candidates and puts
+        an edited copy of the query first, flagged `copy`; the rest keep the codes' order.
+        """
+        wanted = max(k + offset, SHORTLIST if sketch is not None else 0) + (exclude is not None)
         while True:
             distances, ids = self.vectors.search(code[None], wanted)  # (1, wanted) each
             pairs = [(float(d), int(i)) for d, i in zip(distances[0], ids[0]) if i >= 0 and i != exclude]
             with self.lock:
                 records = self.catalog.records(i for _, i in pairs)
+                found_sketches = self.catalog.sketches(i for _, i in pairs) if sketch is not None else {}
             # An image being removed leaves the catalogue (the commit point) a moment before the vectors: skip it,
             # and ask for as many more as were skipped so that a full page stays full.
             missing = sum(i not in records for _, i in pairs)
-            found = [Hit(i, records[i].relpath, d) for d, i in pairs if i in records]
-            if not missing or len(found) >= k + offset or (ids[0] < 0).any():
-                return found[offset : offset + k]
-            wanted += missing
+            live = [(d, i) for d, i in pairs if i in records]
+            if missing and len(live) < k + offset and not (ids[0] < 0).any():
+                wanted += missing
+                continue
+            copy = None
+            if sketch is not None:
+                checked = [j for j, (_, i) in enumerate(live) if i in found_sketches]
+                if len(checked) >= 2:
+                    order, found = copy_first(np.asarray(checked), sketch,
+                                              np.stack([found_sketches[live[j][1]] for j in checked]))
+                    if found is not None:
+                        copy = live[order[0]][1]
+                        live = [live[order[0]]] + [p for p in live if p[1] != copy]
+            hits = [Hit(i, records[i].relpath, d, copy=i == copy) for d, i in live]
+            return hits[offset : offset + k]
 
     def close(self) -> None:
         """Release the catalogue connection."""

@@ -25,6 +25,7 @@ import numpy as np
 from encoder.preprocess import ImageError, load_image
 from encoder.store import atomic_write_bytes
 from indexer.catalog import Catalog, NewImage
+from indexer.copies import sketches
 from indexer.live import LiveVectors
 from indexer.lock import CollectionBusy, exclusive
 
@@ -87,11 +88,12 @@ class CollectionWriter:
             prepared.append((f"{UPLOADS}/{digest[:32]}{EXTENSIONS.get(decoded.format, '.img')}", digest, data, decoded))
         pixels = np.stack([p[3].pixels for p in prepared])  # (n, S, S, C)
         codes, errors = self.encoder.encode_with_error(pixels)  # (n, d), (n,)
+        marks = sketches(pixels)  # (n, SKETCH_BYTES)
         with self._exclusive():
             known = self.catalog.ids_of([p[0] for p in prepared])  # the uploads already catalogued
             rows, results = [], {}
             (self.root / UPLOADS).mkdir(exist_ok=True)
-            for (relpath, digest, data, decoded), code, error in zip(prepared, codes, errors):
+            for (relpath, digest, data, decoded), code, error, sketch in zip(prepared, codes, errors, marks):
                 path = self.root / relpath
                 if relpath in results or (relpath in known and path.is_file()):
                     results.setdefault(relpath, False)  # the same bytes are already stored (or earlier in this batch)
@@ -99,7 +101,7 @@ class CollectionWriter:
                 atomic_write_bytes(path, data)
                 st = path.stat()
                 rows.append(NewImage(relpath, st.st_size, st.st_mtime_ns, digest, decoded.width, decoded.height, code,
-                                     float(error)))
+                                     float(error), sketch))
                 results[relpath] = True
             if rows:
                 with self.catalog.conn:  # the commit point

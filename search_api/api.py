@@ -63,7 +63,7 @@ def _response(result: SearchResult, k: int, offset: int) -> Response:
     body = {
         "results": [
             {"id": h.id, "path": h.path, "distance": round(h.distance, 6), "score": significant(eng.score(h.distance)),
-             "thumbnail": f"/api/images/{h.id}/thumbnail"}
+             "copy": h.copy, "thumbnail": f"/api/images/{h.id}/thumbnail"}
             for h in result.hits
         ],
         "took_ms": round(result.took_ms, 2),

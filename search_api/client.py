@@ -30,13 +30,15 @@ class SearchError(Exception):
 
 @dataclass(frozen=True)
 class Hit:
-    """One result: the image's id, its path inside the indexed folder, code distance and score in (0, 1]."""
+    """One result: the image's id, its path inside the indexed folder, code distance and score in (0, 1], and
+    whether it is an edited copy of the query (put first by the server's copy check)."""
 
     id: int
     path: str
     distance: float
     score: float
     thumbnail: str
+    copy: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,8 +143,8 @@ class SearchClient:
 
     @staticmethod
     def _parse(body: dict[str, Any]) -> SearchResponse:
-        hits = [Hit(int(r["id"]), r["path"], float(r["distance"]), float(r["score"]), r["thumbnail"])
-                for r in body["results"]]
+        hits = [Hit(int(r["id"]), r["path"], float(r["distance"]), float(r["score"]), r["thumbnail"],
+                    bool(r.get("copy", False))) for r in body["results"]]
         return SearchResponse(hits, float(body["took_ms"]), int(body["k"]), int(body["offset"]), int(body["images"]),
                               body["model"], body.get("query"))
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from indexer.collection import Collection, Hit
+from indexer.copies import sketches
 from search_api.batcher import MicroBatcher
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,9 @@ class Engine:
 
         encoder = self.collection.encoder
         # Decoding runs in the request's thread (in parallel); the encoder pass is batched with concurrent queries.
-        code, error = self._batcher.encode(load_image(data, encoder.image_size, encoder.channels).pixels)
-        hits = self.collection.neighbours(code, k, offset)
+        pixels = load_image(data, encoder.image_size, encoder.channels).pixels  # (S, S, C)
+        code, error = self._batcher.encode(pixels)
+        hits = self.collection.neighbours(code, k, offset, sketch=sketches(pixels[None])[0])
         return SearchResult(hits, (time.perf_counter() - started) * 1000, self._unusualness(error))
 
     def search_id(self, image_id: int, k: int, offset: int = 0) -> SearchResult:
@@ -96,7 +98,7 @@ class Engine:
         code = self.collection.code_of(image_id)
         if code is None:
             raise NotFound(f"no image with id {image_id}")
-        hits = self.collection.neighbours(code, k, offset, exclude=image_id)
+        hits = self.collection.neighbours(code, k, offset, exclude=image_id, sketch=self.collection.sketch_of(image_id))
         return SearchResult(hits, (time.perf_counter() - started) * 1000)
 
     def image_path(self, image_id: int) -> Path:

@@ -15,6 +15,7 @@ import pytest
 import requests
 from PIL import Image
 
+from encoder.variants import DEFAULT_VARIANT
 from indexer.catalog import Catalog
 from search_api.app import create_app
 from search_api.client import SearchClient, SearchError
@@ -598,7 +599,7 @@ def test_health_and_info(via, tiny_collection):
     sidecar = json.loads((tiny_collection.index_dir / "encoder.json").read_text())
     assert info["images"] == N_IMAGES and info["model"] == f"sha256:{sidecar['sha256']}"
     assert info["code_size"] == 8 and info["image_size"] == 16 and info["channels"] == 3
-    assert info["variant"] == "sparse"
+    assert info["variant"] == DEFAULT_VARIANT
     assert info["model"] == search(via, tiny_collection.images[0].read_bytes())["model"]
     assert str(tiny_collection.images_dir.parent) not in via.get("/api/info").text
 
@@ -636,7 +637,7 @@ def test_metrics_count_requests_by_route_and_status(via, tiny_collection):
     assert delta("lookalike_http_request_duration_seconds_bucket", route="/api/search", le="+Inf") == 3
     assert after[("lookalike_collection_images", ())] == N_IMAGES
     model = via.get("/api/info").json()["model"]
-    assert after[("lookalike_model_info", (("model", model), ("variant", "sparse")))] == 1
+    assert after[("lookalike_model_info", (("model", model), ("variant", DEFAULT_VARIANT)))] == 1
 
 
 def test_significant_keeps_tiny_scores_above_zero():

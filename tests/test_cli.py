@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from encoder.variants import DEFAULT_VARIANT
 from tests.conftest import TINY, make_image, run_cli, write_images
 
 
@@ -35,7 +36,7 @@ def test_info_describes_collection_and_model(tiny_collection):
     info = json.loads(run_cli("indexer", "info", "--index", str(tiny_collection.index_dir)).stdout)
     assert info["images"] == 40
     assert info["model"].startswith("sha256:") and len(info["model"]) == 7 + 64
-    assert info["encoder"] == {"variant": "sparse", "image_size": 16, "channels": 3, "code_size": 8}
+    assert info["encoder"] == {"variant": DEFAULT_VARIANT, "image_size": 16, "channels": 3, "code_size": 8}
     assert info["training"]["epochs_run"] >= 1 and "history" not in info["training"]
     assert info["skipped"] == 3
     assert info["vectors"]["kind"] == "exact" and info["vectors"]["images"] == 40

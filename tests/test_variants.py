@@ -27,6 +27,7 @@ def test_variant_trains_saves_loads_and_encodes(variant, pixels, tmp_path):
     sidecar = json.loads((tmp_path / "encoder.json").read_text())
     assert sidecar["variant"] == variant == info["variant"]
     assert sidecar["training"]["config"]["variant"] == variant and sidecar["training"]["seconds"] > 0
+    assert sidecar["training"]["steps_run"] == sidecar["training"]["steps_planned"] > 0
     encoder = Encoder.load(tmp_path)
     assert encoder.model.variant == variant
     codes = encoder.encode(pixels)
@@ -113,12 +114,6 @@ def test_only_the_denoising_variant_corrupts():
         assert (max(levels) > 0) == (variant == "denoising"), variant
 
 
-def test_time_budget_stops_training_early_and_keeps_the_best(pixels, tmp_path):
-    info = train(pixels, TrainConfig(image_size=16, code_size=6, epochs=50, batch_size=16, time_budget=0.5), tmp_path)
-    assert info["training"]["epochs_run"] < 50
-    assert info["training"]["config"]["time_budget"] == 0.5
-
-
 def test_unit_codes_have_length_one_and_reconstruct_from_the_latent(pixels, tmp_path):
     train(pixels, TrainConfig(image_size=16, code_size=6, variant="sparse", epochs=2, batch_size=16,
                               unit_code=True), tmp_path)
@@ -134,11 +129,3 @@ def test_unit_codes_have_length_one_and_reconstruct_from_the_latent(pixels, tmp_
     np.testing.assert_allclose(codes, expected, atol=1e-4)  # unit codes are taken around the mean latent
     recon = np.asarray(encoder.model.decode(latent))
     np.testing.assert_allclose(errors, ((recon - pixels[:8] / 255.0) ** 2).mean(axis=(1, 2, 3)), rtol=1e-3)
-
-
-def test_small_collections_get_a_warm_up_before_early_stopping(tmp_path):
-    # 64 noise images, 4 steps an epoch: the held-out loss stalls at once, and without a warm-up patience 1
-    # would stop training after 2-3 epochs, before a real collection's model leaves the mean-image plateau.
-    noise = np.random.default_rng(5).integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)
-    info = train(noise, TrainConfig(image_size=16, code_size=6, epochs=12, batch_size=16, patience=1), tmp_path)
-    assert info["training"]["epochs_run"] >= 7  # warm-up = min(epochs // 2, 1500 steps) = 6 epochs

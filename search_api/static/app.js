@@ -251,7 +251,9 @@ function card(hit) {
   link.href = hashFor(id);
   const score = formatScore(hit.score);
   const distance = formatDistance(hit.distance);
-  link.setAttribute("aria-label", `${hit.path}: ${score} similar, distance ${distance}. Search by this image.`);
+  const copy = hit.copy ? " An edited copy of your image." : "";
+  link.setAttribute("aria-label", `${hit.path}: ${score} similar, distance ${distance}.${copy} Search by this image.`);
+  link.querySelector(".copy").hidden = !hit.copy;
 
   const img = link.querySelector("img");
   img.alt = hit.path;

@@ -1,0 +1,67 @@
+"""Edited copies of the query: a check, after the code search, that puts the query's own original first.
+
+The 30-number code finds images that look alike, and stays close under everyday edits; but a box over a quarter of
+a picture can move a code further than the gap to a similar-looking stranger. So every image also keeps a *sketch*:
+a 16x16 grey copy of the pixels the encoder sees (256 bytes). For a query, the code search's shortlist is compared
+with the query's sketch by a trimmed distance, which ignores the quarter of the pixels that differ most (wherever a
+cover-up, a caption or a crop's new edge fell), and the best candidate is promoted to the front only when it is
+clearly better than the runner-up (Lowe's ratio test). A query with no copy in the collection has no clear winner,
+so its ranking is left as the codes made it: the check promotes copies without spoiling "alike".
+"""
+from __future__ import annotations
+
+import numpy as np
+
+SKETCH_SIDE = 16  # sketch is SKETCH_SIDE x SKETCH_SIDE grey pixels
+SKETCH_BYTES = SKETCH_SIDE * SKETCH_SIDE
+SHORTLIST = 100  # candidates from the code search that the check looks at
+KEEP = 0.75  # share of a sketch's pixels, the best-matching ones, that the trimmed distance sums
+RATIO = 0.5  # the best candidate is a copy when its trimmed distance is below RATIO x the runner-up's
+
+
+def _area_matrix(side: int, out: int = SKETCH_SIDE) -> np.ndarray:
+    """(out, side) weights averaging `side` pixels into `out` by area, for any two sizes."""
+    edges = np.linspace(0.0, side, out + 1)
+    lo, hi = edges[:-1, None], edges[1:, None]  # (out, 1) span of each output pixel
+    left = np.arange(side)[None, :]  # (1, side) input pixel [left, left + 1)
+    overlap = np.clip(np.minimum(hi, left + 1) - np.maximum(lo, left), 0.0, None)  # (out, side)
+    return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def sketches(pixels: np.ndarray) -> np.ndarray:
+    """(n, S, S, C) uint8 model-input pixels -> (n, SKETCH_BYTES) uint8 grey sketches, area-averaged."""
+    if pixels.ndim != 4:
+        raise ValueError(f"expected (n, S, S, C) pixels, got {pixels.shape}")
+    grey = pixels.astype(np.float32).mean(axis=3)  # (n, S, S)
+    rows, cols = _area_matrix(pixels.shape[1]), _area_matrix(pixels.shape[2])
+    small = np.einsum("is,nst,jt->nij", rows, grey, cols)  # (n, SIDE, SIDE)
+    return np.clip(np.round(small), 0, 255).astype(np.uint8).reshape(len(pixels), SKETCH_BYTES)
+
+
+def trimmed_distances(query: np.ndarray, candidates: np.ndarray, keep: float = KEEP) -> np.ndarray:
+    """(SKETCH_BYTES,) and (m, SKETCH_BYTES) uint8 sketches -> (m,) mean of the smallest `keep` squared differences."""
+    diff = np.square(candidates.astype(np.float32) - query.astype(np.float32)[None, :]) / 255.0**2  # (m, P)
+    kept = max(1, int(round(keep * diff.shape[1])))
+    return np.partition(diff, kept - 1, axis=1)[:, :kept].mean(axis=1)
+
+
+def find_copy(query: np.ndarray, candidates: np.ndarray, ratio: float = RATIO) -> int | None:
+    """The row of `candidates` that is clearly an edited copy of `query` (or its original), else None."""
+    if len(candidates) < 2:
+        return None
+    distances = trimmed_distances(query, candidates)
+    best, second = np.argsort(distances)[:2]
+    return int(best) if distances[best] < ratio * distances[second] else None
+
+
+def copy_first(order: np.ndarray, query: np.ndarray, candidates: np.ndarray,
+               ratio: float = RATIO) -> tuple[np.ndarray, int | None]:
+    """The shortlist `order` (row numbers, nearest code first) with the query's copy moved to the front.
+
+    `candidates` holds the sketches of the rows in `order`, in the same order. Returns the new order and the
+    position the copy came from (None when there is no clear copy: the order is then unchanged).
+    """
+    found = find_copy(query, candidates, ratio)
+    if found is None or found == 0:
+        return order, found
+    return np.concatenate([order[found : found + 1], order[:found], order[found + 1 :]]), found
