@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="also stop training after this many seconds (default: no limit, so the model does not "
                             "depend on the machine's speed)")
         p.add_argument("--code-size", type=_positive, help="numbers per image code (30)")
-        p.add_argument("--image-size", type=_positive, help="side in pixels the model sees (64)")
+        p.add_argument("--image-size", type=_positive,
+                       help=f"side in pixels the model sees ({TRAIN_DEFAULTS.image_size}; smaller images: their own)")
         p.add_argument("--variant", choices=VARIANTS,
                        help=f"autoencoder family member ({DEFAULT_VARIANT}); see the README")
         p.add_argument("--noise-std", type=_fraction, help="denoising: gaussian noise sigma in [0, 1] pixel units (0.15)")

@@ -40,7 +40,10 @@ def sketches(pixels: np.ndarray) -> np.ndarray:
 
 def trimmed_distances(query: np.ndarray, candidates: np.ndarray, keep: float = KEEP) -> np.ndarray:
     """(SKETCH_BYTES,) and (m, SKETCH_BYTES) uint8 sketches -> (m,) mean of the smallest `keep` squared differences."""
-    diff = np.square(candidates.astype(np.float32) - query.astype(np.float32)[None, :]) / 255.0**2  # (m, P)
+    diff = candidates.astype(np.float32) - query.astype(np.float32)[None, :]  # (m, P)
+    # A brightened copy differs from its original by about one offset everywhere: take it out. The median is the
+    # offset of most pixels, so a box over a quarter of the picture does not move it.
+    diff = np.square(diff - np.median(diff, axis=1, keepdims=True)) / 255.0**2
     kept = max(1, int(round(keep * diff.shape[1])))
     return np.partition(diff, kept - 1, axis=1)[:, :kept].mean(axis=1)
 

@@ -17,20 +17,26 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="../shared/data/mnist is absent")
 def test_quality_benchmark_measures_every_method_and_writes_its_reports(tmp_path):
-    done = run("--datasets", "mnist", "--variants", "conv", "--epochs", "1", "--limit", "300", "--out", str(tmp_path))
+    done = run("--datasets", "mnist", "--variants", "invariant", "--steps", "20", "--limit", "300",
+               "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "quality.json").read_text())
     methods = results["datasets"]["mnist"]["methods"]
-    assert list(methods) == ["raw pixels", "PCA-30", "conv"]
+    assert list(methods) == ["raw pixels", "PCA-30", "pHash", "dHash", "invariant"]
     for name, m in methods.items():
         p10 = m["retrieval"]["l2"]["precision_at_10"]
         assert 0.3 < p10 <= 1.0, (name, p10)  # 10 classes: chance is 0.1, and 300 digits are enough to beat it
         assert set(m["robustness"]["l2"]) == {"noise", "occlusion", "jpeg30", "crop90", "brightness", "mean"}
         assert m["robustness"]["l2"]["jpeg30"] > 0.5  # a mild corruption still finds its original
-    assert methods["conv"]["training"]["epochs_run"] == 1 and methods["conv"]["reconstruction_sse"] > 0
+    trained = methods["invariant"]["training"]
+    assert trained["steps_run"] == 20 and trained["images_per_second"] > 0
+    assert methods["invariant"]["reconstruction_sse"] > 0
+    # the service's ranking (codes, then the copy check) is measured beside the codes alone
+    checked = methods["invariant"]["robustness"]["checked"]
+    assert set(checked) == {"noise", "occlusion", "jpeg30", "crop90", "brightness", "mean"} and checked["mean"] > 0.5
     assert methods["PCA-30"]["reconstruction_sse"] < methods["raw pixels"].get("reconstruction_sse", float("inf"))
     report = (tmp_path / "quality.md").read_text()
-    assert "subsampled to at most 300 images" in report and "| conv | " in report
+    assert "subsampled to at most 300 images" in report and "| invariant | " in report and "dHash" in report
     assert (tmp_path / "quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     rendered = tmp_path / "rendered"
