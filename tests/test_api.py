@@ -23,7 +23,7 @@ from tests.conftest import start_server, stop_server
 
 N_IMAGES = 40  # the good images of the tiny collection (it also holds a corrupt, an empty and a text file)
 SEARCH_KEYS = ["results", "took_ms", "k", "offset", "images", "model", "query"]
-HIT_KEYS = {"id", "path", "distance", "score", "thumbnail"}
+HIT_KEYS = {"id", "path", "distance", "score", "copy", "thumbnail"}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -189,6 +189,7 @@ def test_search_by_upload_shape_and_self_match(via, tiny_collection, multipart, 
         assert isinstance(hit["distance"], float) or hit["distance"] == 0
         assert hit["distance"] >= 0 and 0 < hit["score"] <= 1
         assert hit["thumbnail"] == f"/api/images/{hit['id']}/thumbnail"
+        assert isinstance(hit["copy"], bool) and (not hit["copy"] or hit is results[0])  # only the first is a copy
         assert not hit["path"].startswith("/") and ".." not in hit["path"].split("/") and "\\" not in hit["path"]
         assert (tiny_collection.images_dir / hit["path"]).is_file()  # relative to the indexed folder
     assert len({h["id"] for h in results}) == 10
