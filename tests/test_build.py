@@ -53,8 +53,8 @@ def test_incremental_runs_add_change_and_drop(tmp_path):
     assert after["img_0050.jpg"] > max(before.values())  # new files get new ids
     collection = Collection.open(index)
     try:
-        code, _ = collection.encode_image(changed)
-        assert collection.neighbours(code, 1)[0].path == "img_0001.jpg"  # the new content was encoded
+        code, _, sketch = collection.encode_image(changed)
+        assert collection.neighbours(code, 1, sketch=sketch)[0].path == "img_0001.jpg"  # the new content was encoded
     finally:
         collection.close()
 
@@ -159,9 +159,16 @@ def test_input_size_follows_small_collections(tmp_path):
         make_image(seed, 120).save(large / f"{seed}.png")
     assert natural_image_size(small, scan(small).images, 64) == 48
     assert natural_image_size(large, scan(large).images, 64) == 64
+    from encoder.train import TrainConfig
+
+    smaller = tmp_path / "smaller"  # below the default input size: trained at its own size
+    smaller.mkdir()
+    for seed in range(12):
+        make_image(seed, 24).save(smaller / f"{seed}.png")
+    assert 24 < TrainConfig().image_size
     index = tmp_path / "index"
-    build(small, index, BuildOptions(**{**TINY, "image_size": None}))
-    assert store.read_info(index)["image_size"] == 48
+    build(smaller, index, BuildOptions(**{**TINY, "image_size": None}))
+    assert store.read_info(index)["image_size"] == 24
 
 
 def test_reconstruction_errors_are_measured_for_a_sample_and_codes_do_not_depend_on_it(tmp_path):

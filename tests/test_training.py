@@ -53,11 +53,11 @@ def test_untrained_model_starts_below_the_mean_image(photos):
 
 
 def test_held_out_loss_after_one_epoch_is_at_most_half_the_mean_image(photos, tmp_path):
-    # 270 training images, a batch of 33: 8 steps make the first epoch. The default recipe, budget of 2 epochs.
+    # 270 training images, a batch of 16: 16 steps make the first epoch. The default recipe, budget of 2 epochs.
     info = train(photos, quick(epochs=2, steps=0), tmp_path)
     t = info["training"]
     epoch, first_epoch = t["held_out_checks"][0]
-    assert epoch == 1 and t["steps_run"] // t["epochs_run"] <= 10
+    assert epoch == 1 and t["steps_run"] // t["epochs_run"] <= 20
     assert first_epoch <= 0.5 * t["mean_image_loss"], (first_epoch, t["mean_image_loss"])
     assert plateau_warning(info) is None
 
