@@ -123,7 +123,7 @@ def mean_image_loss(train_pixels: np.ndarray, held_out: np.ndarray) -> float:
     return total / max(held_out.size, 1)
 
 
-def _progress_callback(total_steps: int, images_per_step: int):
+def _progress_callback(total_steps: int):
     import keras
     from tqdm.auto import tqdm
 
@@ -315,7 +315,7 @@ def train(pixels: np.ndarray, config: TrainConfig, index_dir: str | os.PathLike)
     model.compile(optimizer=keras.optimizers.Adam(schedule))
     budget = _StepBudget(steps, config.time_budget)
     held_out = _held_out_callback(model, pixels[train_idx], pixels[val_idx], epochs)
-    callbacks = [_progress_callback(steps, batch), budget, held_out]
+    callbacks = [_progress_callback(steps), budget, held_out]
     baseline = mean_image_loss(pixels[train_idx], pixels[val_idx]) if len(val_idx) else None
     log.info("training %s autoencoder on %d images (%d held out): %d steps of %d images", config.variant,
              len(train_idx), len(val_idx), steps, batch)
