@@ -5,7 +5,8 @@
 Two scenarios, each with half the kills: first runs on a fresh collection (training included), and incremental
 runs after images were added, changed and removed. Each kill falls at a random moment of what an unkilled run of
 that kind takes. After every kill the collection must open (SQLite integrity, vectors loadable) and hold each
-image at most once and nothing that is not in the folder; then the same command runs again to completion: it
+image at most once and nothing that is neither in the folder nor in what the last completed run left (a kill
+before the run has committed its plan leaves that state whole, files deleted since included); then the same command runs again to completion: it
 must encode only what was not finished (new or changed files), and afterwards the collection must hold every
 image exactly once, each finding itself at rank 1.
 """
@@ -37,7 +38,7 @@ class Tally:
     kills: int = 0
     runs_completed: int = 0
     lost: int = 0  # images in the folder missing after a completed run
-    phantom: int = 0  # catalogued images that are not in the folder
+    phantom: int = 0  # catalogued images in neither the folder nor the last completed run's catalogue
     duplicates: int = 0  # images catalogued twice (by path or id)
     not_self_first: int = 0  # images that do not find themselves at rank 1
     redone: int = 0  # images a resumed run encoded although they were already indexed
@@ -69,8 +70,12 @@ def run_build(images: Path, index: Path, kill_after: float | None) -> dict | Non
     return json.loads(out)
 
 
-def inspect(images: Path, index: Path, tally: Tally, complete: bool) -> int:
-    """Check the collection after a kill (or a completed run); returns how many images it holds."""
+def inspect(images: Path, index: Path, tally: Tally, complete: bool, last_good: frozenset = frozenset()) -> set:
+    """Check the collection after a kill (or a completed run); returns the paths it holds.
+
+    After a kill, paths of `last_good` (what the last completed run left) may remain although their files were
+    deleted since: the killed run may not have reached its plan's commit.
+    """
     from indexer.catalog import Catalog
     from indexer.collection import load_vectors
 
@@ -78,7 +83,7 @@ def inspect(images: Path, index: Path, tally: Tally, complete: bool) -> int:
     if not (index / "catalog.sqlite").exists():
         if complete:
             tally.unopenable += 1
-        return 0
+        return set()
     try:
         with Catalog(index, readonly=True) as catalog:
             if catalog.conn.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
@@ -90,10 +95,10 @@ def inspect(images: Path, index: Path, tally: Tally, complete: bool) -> int:
     except Exception as exc:  # anything at all: the collection must always open
         tally.unopenable += 1
         tally.notes.append(f"could not open after kill {tally.kills}: {exc}")
-        return 0
+        return set()
     paths = [r for _, r in rows]
     tally.duplicates += (len(paths) - len(set(paths))) + (len(rows) - len({i for i, _ in rows}))
-    tally.phantom += len(set(paths) - files)
+    tally.phantom += len(set(paths) - files - (set() if complete else last_good))
     if vectors is not None and len(vectors) != len(rows):
         tally.unopenable += 1
         tally.notes.append(f"vectors hold {len(vectors)} codes for {len(rows)} images")
@@ -105,7 +110,7 @@ def inspect(images: Path, index: Path, tally: Tally, complete: bool) -> int:
             # A tie at distance 0 with another image's identical code is still rank 1.
             tie = (found[:, 1] == ids) & (distances[:, 1] <= distances[:, 0] + 1e-6)
             tally.not_self_first += int((~(own | tie)).sum())
-    return len(rows)
+    return set(paths)
 
 
 def pending(images: Path, index: Path) -> int:
@@ -123,16 +128,16 @@ def pending(images: Path, index: Path) -> int:
     return todo
 
 
-def cycle(images: Path, index: Path, kill_after: float, tally: Tally) -> None:
-    """One killed run, the check, the run again to completion, the full check."""
+def cycle(images: Path, index: Path, kill_after: float, tally: Tally, last_good: frozenset) -> frozenset:
+    """One killed run, the check, the run again to completion, the full check; returns what the collection holds."""
     if run_build(images, index, kill_after) is None:
         tally.kills += 1
-    inspect(images, index, tally, complete=False)
+    inspect(images, index, tally, complete=False, last_good=last_good)
     todo = pending(images, index)
     summary = run_build(images, index, kill_after=None)
     tally.runs_completed += 1
     tally.redone += max(0, summary["indexed"] - todo)  # finished work done again
-    inspect(images, index, tally, complete=True)
+    return frozenset(inspect(images, index, tally, complete=True))
 
 
 def write_pngs(folder: Path, seeds: range) -> None:
@@ -162,7 +167,7 @@ def kill_test(workdir: Path, kills: int, images: int = 600, seed: int = 0) -> Ta
     typical = timed_build(folder, index)
     while tally.kills < kills // 2:  # a run that beats its kill does not count: go on until enough landed
         shutil.rmtree(index)
-        cycle(folder, index, rng.uniform(0.3, typical * 0.95), tally)
+        held = cycle(folder, index, rng.uniform(0.3, typical * 0.95), tally, frozenset())
     # Incremental runs: before each, images are added, changed and removed.
     next_seed = images
     typical = None
@@ -179,7 +184,7 @@ def kill_test(workdir: Path, kills: int, images: int = 600, seed: int = 0) -> Ta
             shutil.copytree(index, scratch)
             typical = timed_build(folder, scratch)
             shutil.rmtree(scratch)
-        cycle(folder, index, rng.uniform(0.3, typical * 0.95), tally)
+        held = cycle(folder, index, rng.uniform(0.3, typical * 0.95), tally, held)
     return tally
 
 
