@@ -1,6 +1,6 @@
 """Retrieval quality of raw pixels, PCA-30, perceptual hashes and every autoencoder variant on labelled data.
 
-    python benchmarks/quality.py [--datasets demo fashion-mnist mnist cifar10] [--variants invariant sparse ...]
+    python benchmarks/quality.py [--datasets demo fashion-mnist mnist cifar10] [--variants all | invariant sparse ...]
                                  [--steps N] [--limit N] [--data ../shared/data] [--out benchmarks/results]
     python benchmarks/quality.py --render benchmarks/results/quality.json   # redraw the tables and chart only
 
@@ -13,8 +13,9 @@ Datasets (one whose files are absent is skipped with a message):
   CIFAR-10              ../shared/data JPEG folders {train,test}/<class>/*.jpg; index = the 10,000 train images,
                         queries = the 10,000 test images, 32x32x3.
 Methods: raw pixels; PCA-30 fitted on the index images; the 64-bit perceptual hashes pHash and dHash (imagehash,
-compared by Hamming distance: what near-duplicate finders use); every variant of encoder.variants.VARIANTS,
-trained without labels on the index images with TrainConfig's defaults, as `indexer build` trains it.
+compared by Hamming distance: what near-duplicate finders use); the shipped default autoencoder variant, or those
+of --variants (`all`: every one of encoder.variants.VARIANTS, about 7x the time), trained without labels on the
+index images with TrainConfig's defaults, as `indexer build` trains it.
 
 Measures, labels used only here:
   retrieval       precision@10 and mAP@100 by label agreement (indexer.evaluate; AP@k's normaliser is
@@ -424,7 +425,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", choices=list(TITLES), default=list(TITLES), metavar="NAME",
                         help=f"any of {', '.join(TITLES)} (all)")
-    parser.add_argument("--variants", nargs="+", metavar="VARIANT", help="autoencoder variants (all of them)")
+    parser.add_argument("--variants", nargs="+", metavar="VARIANT", help="autoencoder variants, or all (the shipped default)")
     parser.add_argument("--steps", type=int, help="training steps (TrainConfig's automatic budget)")
     parser.add_argument("--limit", type=int, help="at most this many random images per split, for a quick run")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding the datasets")
@@ -442,7 +443,7 @@ def main() -> int:
     from encoder.train import TrainConfig
     from encoder.variants import DEFAULT_VARIANT, VARIANTS  # read at run time: new variants join by themselves
 
-    variants = list(args.variants or VARIANTS)
+    variants = list(VARIANTS) if args.variants == ["all"] else list(args.variants or [DEFAULT_VARIANT])
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")

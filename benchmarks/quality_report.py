@@ -23,6 +23,7 @@ TARGETS = (
     ("fashion-mnist", "robustness", 0.95, True),
     ("mnist", "robustness", 0.95, True),
     ("cifar10", "robustness", 0.95, True),
+    ("demo", "robustness", 0.95, True),
     ("mnist", "reconstruction", 3.00, False),
     ("fashion-mnist", "training seconds", 300, False),
     ("mnist", "training seconds", 300, False),
