@@ -1,7 +1,8 @@
 """Retrieval quality of raw pixels, PCA-30, perceptual hashes and every autoencoder variant on labelled data.
 
     python benchmarks/quality.py [--datasets demo fashion-mnist mnist cifar10] [--variants all | invariant sparse ...]
-                                 [--steps N] [--limit N] [--data ../shared/data] [--out benchmarks/results]
+                                 [--steps N] [--whitening POWER ...] [--limit N] [--data ../shared/data]
+                                 [--out benchmarks/results]
     python benchmarks/quality.py --render benchmarks/results/quality.json   # redraw the tables and chart only
 
 Datasets (one whose files are absent is skipped with a message):
@@ -294,6 +295,30 @@ def autoencoder(variant: str, train_x: np.ndarray, steps: int | None, model_dir:
                   encoder, checked=True)
 
 
+def whitened(method: Method, train_x: np.ndarray, power: float) -> Method:
+    """An autoencoder's latent codes whitened post hoc: centred, each principal direction scaled by s^-power, unit.
+
+    power 1 is full whitening, 0.5 halves the spread between strong and weak directions. Fitted on the index
+    images' latents (no labels). An experiment for the next default, measured on the same trained model.
+    """
+    model = method.encoder.model
+
+    def latent(pixels: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.asarray(model.latent(pixels[i : i + 512].astype(np.float32) / 255.0))
+                               for i in range(0, len(pixels), 512)])  # (n, code_size)
+
+    z = latent(train_x)
+    mean = z.mean(axis=0)
+    _, s, vt = np.linalg.svd(z - mean, full_matrices=False)
+    project = (vt.T / (s / np.sqrt(len(z)) + 1e-6) ** power).astype(np.float32)  # (code_size, code_size)
+
+    def encode(pixels: np.ndarray) -> np.ndarray:
+        w = (latent(pixels) - mean) @ project
+        return w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
+
+    return Method(f"{method.name}, whitened^{power:g}", encode, None, None, None, checked=True)
+
+
 def checked_ranking(xb: np.ndarray, sb: np.ndarray, xq: np.ndarray, sq: np.ndarray, k: int,
                     leave_one_out: bool = False) -> np.ndarray:
     """(nq, k) rows of xb as search returns them: the code shortlist (L2), then the copy check (indexer.copies)."""
@@ -365,7 +390,7 @@ def measure(method: Method, ds: Dataset, corrupted: dict[str, np.ndarray]) -> di
     return result
 
 
-def run_dataset(ds: Dataset, variants: list[str], steps: int | None) -> dict:
+def run_dataset(ds: Dataset, variants: list[str], steps: int | None, whitening: list[float] = ()) -> dict:
     """Every method on one dataset."""
     import keras
 
@@ -405,6 +430,8 @@ def run_dataset(ds: Dataset, variants: list[str], steps: int | None) -> dict:
                     f"{t['batch_size']}, {t['images_per_second']:.0f} images/s; held-out loss "
                     f"{t['final_val_loss'] or float('nan'):.5f}, mean image {t['mean_image_loss'] or float('nan'):.5f})")
                 record(method)
+                for power in whitening:
+                    record(whitened(method, ds.train_x, power))
         except Exception as exc:  # one broken variant must not cost the hours spent on the others
             say(f"{ds.name} · {variant}: FAILED: {type(exc).__name__}: {exc}")
             out["failed"][variant] = f"{type(exc).__name__}: {exc}"
@@ -427,6 +454,8 @@ def main() -> int:
                         help=f"any of {', '.join(TITLES)} (all)")
     parser.add_argument("--variants", nargs="+", metavar="VARIANT", help="autoencoder variants, or all (the shipped default)")
     parser.add_argument("--steps", type=int, help="training steps (TrainConfig's automatic budget)")
+    parser.add_argument("--whitening", type=float, nargs="+", default=[], metavar="POWER",
+                        help="also measure each autoencoder's codes whitened post hoc with these powers (1: full)")
     parser.add_argument("--limit", type=int, help="at most this many random images per split, for a quick run")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding the datasets")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the results go (benchmarks/results)")
@@ -460,7 +489,7 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "cpu_features": cpu_features(), "tensorflow": tf.__version__, "keras": keras.__version__,
                     "faiss": _version("faiss-cpu"), "imagehash": _version("imagehash"), "numpy": np.__version__},
-        "settings": {"datasets": args.datasets, "variants": variants, "steps": args.steps,
+        "settings": {"datasets": args.datasets, "variants": variants, "steps": args.steps, "whitening": args.whitening,
                      "default_variant": DEFAULT_VARIANT, "limit": args.limit, "code_size": CODE_SIZE, "k": K,
                      "map_k": MAP_K, "corruptions": list(CORRUPTIONS), "train_config_defaults": defaults.__dict__},
         "datasets": {}, "skipped": {},
@@ -475,7 +504,7 @@ def main() -> int:
         ds = subsample(load(name, args.data), args.limit)
         say(f"{name}: {len(ds.train_x):,} index + {len(ds.test_x):,} query images "
             f"{'x'.join(map(str, ds.train_x.shape[1:]))} loaded in {time.perf_counter() - started:.1f}s")
-        results["datasets"][name] = run_dataset(ds, variants, args.steps)
+        results["datasets"][name] = run_dataset(ds, variants, args.steps, args.whitening)
         results["targets"] = targets(results)
         write(results, args.out)
         say(f"{name}: done; results so far in {args.out}")

@@ -18,11 +18,11 @@ def run(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="../shared/data/mnist is absent")
 def test_quality_benchmark_measures_every_method_and_writes_its_reports(tmp_path):
     done = run("--datasets", "mnist", "--variants", "invariant", "--steps", "20", "--limit", "300",
-               "--out", str(tmp_path))
+               "--whitening", "0.5", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "quality.json").read_text())
     methods = results["datasets"]["mnist"]["methods"]
-    assert list(methods) == ["raw pixels", "PCA-30", "pHash", "dHash", "invariant"]
+    assert list(methods) == ["raw pixels", "PCA-30", "pHash", "dHash", "invariant", "invariant, whitened^0.5"]
     for name, m in methods.items():
         p10 = m["retrieval"]["l2"]["precision_at_10"]
         assert 0.3 < p10 <= 1.0, (name, p10)  # 10 classes: chance is 0.1, and 300 digits are enough to beat it
