@@ -390,7 +390,7 @@ def measure(method: Method, ds: Dataset, corrupted: dict[str, np.ndarray]) -> di
     return result
 
 
-def run_dataset(ds: Dataset, variants: list[str], steps: int | None, whitening: list[float] = ()) -> dict:
+def run_dataset(ds: Dataset, variants: list[str], steps: int | None, whitening: tuple[float, ...] = ()) -> dict:
     """Every method on one dataset."""
     import keras
 
@@ -452,7 +452,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", choices=list(TITLES), default=list(TITLES), metavar="NAME",
                         help=f"any of {', '.join(TITLES)} (all)")
-    parser.add_argument("--variants", nargs="+", metavar="VARIANT", help="autoencoder variants, or all (the shipped default)")
+    parser.add_argument("--variants", nargs="+", metavar="VARIANT",
+                        help="autoencoder variants, or all (the shipped default)")
     parser.add_argument("--steps", type=int, help="training steps (TrainConfig's automatic budget)")
     parser.add_argument("--whitening", type=float, nargs="+", default=[], metavar="POWER",
                         help="also measure each autoencoder's codes whitened post hoc with these powers (1: full)")
@@ -504,7 +505,7 @@ def main() -> int:
         ds = subsample(load(name, args.data), args.limit)
         say(f"{name}: {len(ds.train_x):,} index + {len(ds.test_x):,} query images "
             f"{'x'.join(map(str, ds.train_x.shape[1:]))} loaded in {time.perf_counter() - started:.1f}s")
-        results["datasets"][name] = run_dataset(ds, variants, args.steps, args.whitening)
+        results["datasets"][name] = run_dataset(ds, variants, args.steps, tuple(args.whitening))
         results["targets"] = targets(results)
         write(results, args.out)
         say(f"{name}: done; results so far in {args.out}")

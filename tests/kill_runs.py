@@ -6,9 +6,9 @@ Two scenarios, each with half the kills: first runs on a fresh collection (train
 runs after images were added, changed and removed. Each kill falls at a random moment of what an unkilled run of
 that kind takes. After every kill the collection must open (SQLite integrity, vectors loadable) and hold each
 image at most once and nothing that is neither in the folder nor in what the last completed run left (a kill
-before the run has committed its plan leaves that state whole, files deleted since included); then the same command runs again to completion: it
-must encode only what was not finished (new or changed files), and afterwards the collection must hold every
-image exactly once, each finding itself at rank 1.
+before the run has committed its plan leaves that state whole, files deleted since included); then the same
+command runs again to completion: it must encode only what was not finished (new or changed files), and
+afterwards the collection must hold every image exactly once, each finding itself at rank 1.
 """
 from __future__ import annotations
 
@@ -73,8 +73,8 @@ def run_build(images: Path, index: Path, kill_after: float | None) -> dict | Non
 def inspect(images: Path, index: Path, tally: Tally, complete: bool, last_good: frozenset = frozenset()) -> set:
     """Check the collection after a kill (or a completed run); returns the paths it holds.
 
-    After a kill, paths of `last_good` (what the last completed run left) may remain although their files were
-    deleted since: the killed run may not have reached its plan's commit.
+    After a kill, pass `last_good` (what the last completed run left): its paths may remain although their files
+    were deleted since, as the killed run may not have reached its plan's commit.
     """
     from indexer.catalog import Catalog
     from indexer.collection import load_vectors
@@ -98,7 +98,7 @@ def inspect(images: Path, index: Path, tally: Tally, complete: bool, last_good: 
         return set()
     paths = [r for _, r in rows]
     tally.duplicates += (len(paths) - len(set(paths))) + (len(rows) - len({i for i, _ in rows}))
-    tally.phantom += len(set(paths) - files - (set() if complete else last_good))
+    tally.phantom += len(set(paths) - files - last_good)
     if vectors is not None and len(vectors) != len(rows):
         tally.unopenable += 1
         tally.notes.append(f"vectors hold {len(vectors)} codes for {len(rows)} images")
