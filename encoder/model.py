@@ -276,6 +276,10 @@ class Autoencoder(keras.Model):
         # angle between two codes reflects how they differ rather than what every image shares.
         self.code_center = self.add_weight(shape=(self.code_size,), initializer="zeros", trainable=False,
                                            name="code_center")
+        # And the principal axes of the centred training latents, each scaled by its spread^-power (see
+        # encoder.train.fit_code_space): left as the identity, codes are only centred.
+        self.code_basis = self.add_weight(shape=(self.code_size, self.code_size), initializer="identity",
+                                          trainable=False, name="code_basis")
         # One running mean per loss term, made here because Keras allows no new state once the model is built.
         self._trackers = {name: keras.metrics.Mean(name=name) for name in self.term_names()}
 
@@ -298,14 +302,16 @@ class Autoencoder(keras.Model):
         return h[:, : self.code_size] if self.variant == "variational" else h
 
     def search_code(self, z):
-        """(B, code_size) latent -> the code distances are taken on: centred and unit length when `unit_code` is set.
+        """(B, code_size) latent -> the code distances are taken on: centred, rescaled, unit length if `unit_code`.
 
         On the unit sphere, L2 ranking equals cosine ranking, which ignores a latent's length; its length mostly
-        tracks contrast and brightness, which similarity search should not care about.
+        tracks contrast and brightness, which similarity search should not care about. The rescaling (code_basis)
+        evens out the latent's principal directions, so a few strong ones (overall tone, mostly) stop drowning
+        the weak ones that tell objects apart.
         """
         if not self.unit_code:
             return z
-        z = z - self.code_center  # (B, code_size)
+        z = ops.matmul(z - self.code_center, self.code_basis)  # (B, code_size)
         return z / ops.maximum(ops.sqrt(ops.sum(ops.square(z), axis=1, keepdims=True)), 1e-12)
 
     def encode(self, x):

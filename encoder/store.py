@@ -17,7 +17,7 @@ CURVE_FILE = "training_curve.png"
 # The model format: bumped whenever the architecture code changes what a saved model means. Keras rebuilds a
 # subclassed model from our current code and then loads its weights, so a model saved by another format cannot load.
 # 2: normalised layers, mean-image output bias, the invariant variant (issue 13).
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: the search code's basis (whitening) joined the model
 
 
 class ModelError(RuntimeError):

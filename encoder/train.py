@@ -58,6 +58,9 @@ class TrainConfig:
     contraction: float = 1e-3  # contractive: weight of the Jacobian penalty
     kl_weight: float = 0.05  # variational: weight of the KL term
     unit_code: bool = True  # search codes centred and scaled to unit length (L2 ranking = cosine ranking)
+    # Before unit length, each principal direction of the training latents is scaled by its spread^-whitening:
+    # 0 leaves them as trained, 1 is full whitening (every direction weighs the same, noise included).
+    whitening: float = 0.5
     normalise: bool | None = None  # BatchNorm in the conv encoder and decoder (None: for the invariant variant)
     width: int = 32  # filters of the first conv level (doubling at each level)
     pooling: str = "flatten"  # how the last feature map becomes the code: flatten (layout kept) or average
@@ -245,13 +248,24 @@ def reconstruction_loss(model, pixels: np.ndarray, batch_size: int = 256) -> flo
     return total / max(pixels.size, 1)
 
 
-def _mean_latent(model, pixels: np.ndarray, batch_size: int) -> np.ndarray:
-    """The mean latent code of (n, S, S, C) uint8 images, computed in batches."""
-    total = np.zeros((model.code_size,), np.float64)
-    for i in range(0, len(pixels), batch_size):
-        batch = pixels[i : i + batch_size].astype(np.float32) / 255.0  # (b, S, S, C)
-        total += np.asarray(model.latent(batch)).sum(axis=0)
-    return (total / max(len(pixels), 1)).astype(np.float32)
+def fit_code_space(model, pixels: np.ndarray, power: float, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """The centre (code_size,) and basis (code_size, code_size) of the search codes, from (n, S, S, C) uint8 images.
+
+    The basis holds the principal axes of the centred latents, each divided by its standard deviation^power.
+    """
+    z = np.concatenate([np.asarray(model.latent(pixels[i : i + batch_size].astype(np.float32) / 255.0))
+                        for i in range(0, len(pixels), batch_size)]).astype(np.float64)  # (n, code_size)
+    center = z.mean(axis=0)
+    if power == 0 or len(z) < 2:
+        return center.astype(np.float32), np.eye(model.code_size, dtype=np.float32)
+    _, s, vt = np.linalg.svd(z - center, full_matrices=False)  # rows of vt: principal axes, strongest first
+    spread = s / np.sqrt(len(z))  # (k,) standard deviation along each axis
+    # A direction the images barely use (spread ~0: a tiny collection, a collapsed unit) must not be blown up
+    # into noise that outweighs the real ones: its spread is floored at a hundredth of the strongest one's.
+    scale = np.maximum(spread, spread[0] * 1e-2 + 1e-12) ** -power
+    basis = np.zeros((model.code_size, model.code_size))
+    basis[:, : len(scale)] = vt.T * scale  # (code_size, k); fewer images than dimensions leave zero columns
+    return center.astype(np.float32), basis.astype(np.float32)
 
 
 def save_loss_curve(history: dict[str, list[float]], checks: list, path: str | os.PathLike,
@@ -324,7 +338,9 @@ def train(pixels: np.ndarray, config: TrainConfig, index_dir: str | os.PathLike)
                         epochs=epochs, steps_per_epoch=per_pass, callbacks=callbacks,
                         shuffle=False, verbose=0).history  # the dataset shuffles itself
     seconds = time.perf_counter() - started
-    model.code_center.assign(_mean_latent(model, pixels[train_idx], 512))
+    center, basis = fit_code_space(model, pixels[train_idx], config.whitening)
+    model.code_center.assign(center)
+    model.code_basis.assign(basis)
     losses = {k: [float(v) for v in values] for k, values in history.items() if k != "learning_rate"}
     checks = [[int(e), float(v)] for e, v in held_out.checks]
     final = checks[-1][1] if checks else None

@@ -127,7 +127,23 @@ def test_unit_codes_have_length_one_and_reconstruct_from_the_latent(pixels, tmp_
     center = np.asarray(encoder.model.code_center)
     all_latents = np.asarray(encoder.model.latent(pixels.astype("float32") / 255.0))
     assert np.linalg.norm(center) > 0 and np.linalg.norm(center - all_latents.mean(0)) < 0.2 * np.linalg.norm(center)
-    expected = (latent - center) / np.linalg.norm(latent - center, axis=1, keepdims=True)
-    np.testing.assert_allclose(codes, expected, atol=1e-4)  # unit codes are taken around the mean latent
+    basis = np.asarray(encoder.model.code_basis)
+    w = (latent - center) @ basis
+    np.testing.assert_allclose(codes, w / np.linalg.norm(w, axis=1, keepdims=True), atol=1e-4)  # around the mean
     recon = np.asarray(encoder.model.decode(latent))
     np.testing.assert_allclose(errors, ((recon - pixels[:8] / 255.0) ** 2).mean(axis=(1, 2, 3)), rtol=1e-3)
+
+
+@pytest.mark.parametrize("power", [0.0, 0.5, 1.0])
+def test_the_code_space_evens_out_the_latent_directions_by_the_configured_power(power, pixels):
+    from encoder.train import fit_code_space
+
+    model = build_autoencoder(16, 3, 6, "sparse")
+    z = np.asarray(model.latent(pixels.astype("float32") / 255.0)).astype(np.float64)  # (48, 6)
+    center, basis = fit_code_space(model, pixels, power, batch_size=20)  # batches of 20: the join is exercised
+    np.testing.assert_allclose(center, z.mean(0), atol=1e-5)
+    spread = np.linalg.svd((z - center) @ basis, compute_uv=False) / np.sqrt(len(z))  # (6,) strongest first
+    raw = np.linalg.svd(z - z.mean(0), compute_uv=False) / np.sqrt(len(z))
+    np.testing.assert_allclose(spread, raw ** (1 - power), rtol=1e-3)  # each axis's spread s becomes s^(1-power)
+    if power == 0:
+        np.testing.assert_array_equal(basis, np.eye(6))
