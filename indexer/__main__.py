@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--zoom", type=_fraction,
                        help="denoising: up to this share of each side cropped away and resized back (0)")
         p.add_argument("--brightness", type=_fraction, help="denoising: brightness scaled by up to +-this (0)")
+        p.add_argument("--whitening", type=_fraction, metavar="POWER",
+                       help="search codes: each principal direction scaled by its spread^-POWER before unit length; "
+                            f"0 only centres, 1 whitens fully ({TRAIN_DEFAULTS.whitening:g})")
         p.add_argument("--max-train-images", type=_positive, default=10_000,
                        help="train on a random sample of at most this many images (10000)")
         p.add_argument("--workers", type=int, default=int(os.environ.get("LOOKALIKE_WORKERS", 0)),
@@ -103,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
 def _options(args: argparse.Namespace):
     from indexer.build import BuildOptions
 
-    training = {k: getattr(args, k) for k in ("noise_std", "occlusion", "salt_pepper", "zoom", "brightness")
+    training = {k: getattr(args, k) for k in ("noise_std", "occlusion", "salt_pepper", "zoom", "brightness", "whitening")
                 if getattr(args, k) is not None}
     return BuildOptions(image_size=args.image_size, code_size=args.code_size, steps=args.steps, epochs=args.epochs,
                         time_budget=args.time_budget, variant=args.variant, training=training,

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from encoder.embed import Encoder
 from encoder.variants import DEFAULT_VARIANT
 from tests.conftest import TINY, make_image, run_cli, write_images
 
@@ -159,6 +160,9 @@ def test_corruption_levels_reach_the_recorded_training_config(tmp_path):
     images, index = tmp_path / "images", tmp_path / "index"
     write_images(images, 12)
     run_cli("indexer", "train", str(images), "--index", str(index), "--variant", "denoising", "--noise-std", "0.05",
-            "--occlusion", "0", "--zoom", "0.1", "--brightness", "0.15", "--quiet", *TINY)
+            "--occlusion", "0", "--zoom", "0.1", "--brightness", "0.15", "--whitening", "0", "--quiet", *TINY)
     config = json.loads(run_cli("indexer", "info", "--index", str(index)).stdout)["training"]["config"]
     assert (config["noise_std"], config["occlusion"], config["zoom"], config["brightness"]) == (0.05, 0.0, 0.1, 0.15)
+    assert config["whitening"] == 0.0  # and the model's code basis stayed the identity: codes only centred
+    basis = np.asarray(Encoder.load(index).model.code_basis)
+    np.testing.assert_array_equal(basis, np.eye(len(basis)))
