@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 
-from indexer.vectors import VectorIndex
+from indexer.vectors import VectorIndex, use_search_threads
 
 
 class LiveVectors:
@@ -65,6 +65,7 @@ class LiveVectors:
 
     def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Nearest `k` per query row over the saved index and the writes: (D, I), Euclidean, ascending, -1 pads."""
+        use_search_threads()  # the overlay's own FAISS search below runs in this thread too
         xq = np.ascontiguousarray(xq, np.float32).reshape(-1, self.dimension)  # (m, d)
         with self._lock:
             removed = frozenset(self._removed)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,27 @@ TUNING_QUERIES = 1_000  # codes from the collection used to measure recall
 TRAIN_PER_LIST = 64  # k-means training points per inverted list (faiss advises 30 to 256)
 
 
-def set_threads(threads: int) -> None:
-    """FAISS's OpenMP threads for this process (0: one per core)."""
-    import faiss
+_threads: int | None = None  # what set_threads asked for; None: OpenMP's own default
+_configured = threading.local()  # .threads: what this thread last told OpenMP
 
-    faiss.omp_set_num_threads(threads or os.cpu_count() or 1)
+
+def set_threads(threads: int) -> None:
+    """FAISS's OpenMP threads for every search in this process, whichever thread runs it (0: one per core)."""
+    global _threads
+    _threads = threads or os.cpu_count() or 1
+    use_search_threads()
+
+
+def use_search_threads() -> None:
+    """Give this thread's FAISS searches the count set_threads chose (a no-op once done, or if it was never called)."""
+    # OpenMP keeps its thread count per calling thread, and a new thread starts from the default (every core):
+    # set in the main thread only, the server's request threads would each search with all cores, spinning
+    # against each other. So each thread applies the setting before its first search.
+    if _threads is not None and getattr(_configured, "threads", None) != _threads:
+        import faiss
+
+        faiss.omp_set_num_threads(_threads)
+        _configured.threads = _threads
 
 
 class VectorsStale(Exception):
@@ -144,6 +161,7 @@ class VectorIndex:
         """Nearest `k` for each query row: (D, I), D Euclidean distances ascending, I ids (-1 pads)."""
         import faiss
 
+        use_search_threads()
         xq = np.ascontiguousarray(xq, dtype=np.float32).reshape(-1, self.dimension)
         k = max(1, min(int(k), len(self))) if len(self) else 1
         if self.kind == "exact":

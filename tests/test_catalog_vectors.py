@@ -1,6 +1,8 @@
 """The catalogue (source of truth) and the FAISS vectors derived from it."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -177,3 +179,40 @@ def test_a_catalogue_from_before_sampled_errors_is_upgraded_in_place(tmp_path):
         assert {r.relpath: r.id for r in cat.records([1, 2, 3, 4]).values()} == {"a.jpg": 1, "b.jpg": 2, "d.jpg": 4}
     with Catalog(tmp_path) as cat:  # opening again changes nothing
         assert cat.count() == 3
+
+
+def test_the_search_thread_setting_holds_in_every_thread_that_searches():
+    import threading
+
+    import faiss
+
+    from indexer import vectors as vectors_module
+    from indexer.live import LiveVectors
+
+    # OpenMP counts per thread: a request thread started after set_threads must still search with its setting,
+    # not with one thread per core (checked on a 2-core machine, where the default is 2).
+    index = LiveVectors(VectorIndex.build(np.arange(50), clustered_codes(50), generation=1))
+    seen = {}
+    saved = vectors_module._threads
+    try:
+        vectors_module.set_threads(1)
+
+        def search(name, wanted):
+            seen[name + " before"] = faiss.omp_get_max_threads()
+            index.search(clustered_codes(1), 5)
+            seen[name] = (faiss.omp_get_max_threads(), wanted)
+
+        for name, wanted in (("first", 1), ("second", 1)):
+            worker = threading.Thread(target=search, args=(name, wanted))
+            worker.start()
+            worker.join()
+        vectors_module.set_threads(3)  # a new setting reaches a thread that had applied the old one
+        worker = threading.Thread(target=search, args=("third", 3))
+        worker.start()
+        worker.join()
+    finally:
+        vectors_module._threads = saved
+        faiss.omp_set_num_threads(saved or os.cpu_count() or 1)
+    assert all(got == wanted for got, wanted in (v for k, v in seen.items() if not k.endswith("before"))), seen
+    if (os.cpu_count() or 1) > 1:
+        assert seen["first before"] > 1  # without the fix, this is what the search would have used

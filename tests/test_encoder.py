@@ -76,8 +76,8 @@ def test_loaded_encoder_matches_saved_model(trained, pixels):
     codes, errors = encoder.encode_with_error(pixels)
     assert codes.shape == (64, 8) and codes.dtype == np.float32 and errors.shape == (64,)
     direct = np.asarray(encoder.model.encoder(pixels.astype("float32") / 255.0))  # (64, 8) raw latents
-    centred = direct - np.asarray(encoder.model.code_center)
-    unit = centred / np.linalg.norm(centred, axis=1, keepdims=True)  # default search codes: centred, length 1
+    spaced = (direct - np.asarray(encoder.model.code_center)) @ np.asarray(encoder.model.code_basis)
+    unit = spaced / np.linalg.norm(spaced, axis=1, keepdims=True)  # default search codes: centred, rescaled, length 1
     np.testing.assert_allclose(codes, unit, atol=1e-4)
     # Batching must not change a code: one image alone encodes as it does within a batch.
     np.testing.assert_allclose(encoder.encode(pixels[5:6])[0], codes[5], atol=1e-4)
