@@ -28,7 +28,7 @@ import requests
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tests.conftest import make_image, run_cli, start_server, stop_server  # noqa: E402
+from tests.support import make_image, run_cli, start_server, stop_server  # noqa: E402
 from tests.hostile import corpus  # noqa: E402
 
 TOKEN = "load-test-token-0123456789"

@@ -48,7 +48,7 @@ def seed_corpus(folder: Path) -> None:
 
     for i, finding in enumerate(FINDINGS):
         (folder / f"finding-{i:02d}").write_bytes(base64.b64decode(finding))
-    from tests.conftest import make_image
+    from tests.support import make_image
     from tests.hostile import corpus
 
     for i, h in enumerate(corpus()):

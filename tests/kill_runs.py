@@ -141,7 +141,7 @@ def cycle(images: Path, index: Path, kill_after: float, tally: Tally, last_good:
 
 
 def write_pngs(folder: Path, seeds: range) -> None:
-    from tests.conftest import make_image
+    from tests.support import make_image
 
     for seed in seeds:
         target = folder / f"set{seed % 3}" / f"img_{seed:05d}.png"
@@ -157,7 +157,7 @@ def timed_build(images: Path, index: Path) -> float:
 
 def kill_test(workdir: Path, kills: int, images: int = 600, seed: int = 0) -> Tally:
     """Both scenarios in `workdir` until `kills` kills have landed (half in each); returns the tally."""
-    from tests.conftest import make_image
+    from tests.support import make_image
 
     rng = random.Random(seed)
     tally = Tally()

@@ -19,7 +19,7 @@ from encoder.variants import DEFAULT_VARIANT
 from indexer.catalog import Catalog
 from search_api.app import create_app
 from search_api.client import SearchClient, SearchError
-from tests.conftest import start_server, stop_server
+from tests.support import start_server, stop_server
 
 N_IMAGES = 40  # the good images of the tiny collection (it also holds a corrupt, an empty and a text file)
 SEARCH_KEYS = ["results", "took_ms", "k", "offset", "images", "model", "query"]

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from encoder.augment import EditStrengths, Edits
-from tests.conftest import make_image
+from tests.support import make_image
 
 OFF = {name: 0.0 for name in ("crop", "flip", "colour", "grey", "resize", "jpeg", "occlusion", "noise")}
 

@@ -11,7 +11,7 @@ from encoder import store
 from indexer.build import SKIPPED_FILE, BuildError, BuildOptions, build
 from indexer.catalog import Catalog
 from indexer.collection import Collection
-from tests.conftest import make_image, write_images
+from tests.support import make_image, write_images
 
 TINY = dict(image_size=16, code_size=8, epochs=2, workers=1, progress=False)
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from encoder.embed import Encoder
 from encoder.variants import DEFAULT_VARIANT
-from tests.conftest import TINY, make_image, run_cli, write_images
+from tests.support import TINY, make_image, run_cli, write_images
 
 
 def test_build_with_bad_files_exits_zero_and_reports_them(tiny_collection):
@@ -124,7 +124,7 @@ def test_relative_paths_work_from_any_folder(tiny_collection, tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import REPO
+    from tests.support import REPO
 
     work = tmp_path / "work"
     shutil.copytree(tiny_collection.images_dir, work / "photos")

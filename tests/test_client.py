@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from search_api.client import Hit, SearchClient, SearchError, SearchResponse
-from tests.conftest import REPO, free_port
+from tests.support import REPO, free_port
 
 N_IMAGES = 40
 

@@ -10,7 +10,7 @@ import requests
 from PIL import Image, ImageDraw, ImageEnhance
 
 from indexer.copies import SHORTLIST, SKETCH_BYTES, copy_first, find_copy, sketches, trimmed_distances
-from tests.conftest import REPO, run_cli, start_server, stop_server
+from tests.support import REPO, run_cli, start_server, stop_server
 
 PHOTOS = REPO / "data" / "images"
 PER_CLASS = 5  # 30 classes x 5 = 150 photos: more than the check's shortlist, so the codes must shortlist the original

@@ -11,7 +11,7 @@ from encoder.embed import Encoder
 from encoder.model import Corruption, build_autoencoder, downsampling_plan
 from encoder.train import TrainConfig, train
 from encoder.variants import DEFAULT_VARIANT
-from tests.conftest import make_image
+from tests.support import make_image
 
 
 @pytest.fixture(scope="module")

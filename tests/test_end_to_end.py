@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from search_api.client import SearchClient
-from tests.conftest import TINY, run_cli, start_server, stop_server, write_images
+from tests.support import TINY, run_cli, start_server, stop_server, write_images
 
 
 def test_index_serve_and_search_every_image_finds_itself(tmp_path):

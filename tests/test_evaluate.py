@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import TINY, make_image, run_cli
+from tests.support import TINY, make_image, run_cli
 
 
 def write_tinted(folder: Path, count: int, start: int, tint: tuple[int, int, int]) -> None:

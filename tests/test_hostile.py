@@ -12,7 +12,7 @@ from encoder.preprocess import load_image
 from indexer.build import BuildOptions, build
 from indexer.catalog import Catalog
 from search_api.app import create_app
-from tests.conftest import write_images
+from tests.support import write_images
 from tests.hostile import corpus, upright, with_orientation
 
 CORPUS = corpus()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY, run_cli, write_images
+from tests.support import TINY, run_cli, write_images
 
 REPO = Path(__file__).resolve().parents[1]
 

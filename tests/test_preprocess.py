@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from encoder.preprocess import ImageError, is_grey, load_image, thumbnail_jpeg
-from tests.conftest import make_image
+from tests.support import make_image
 
 
 def encoded(img: Image.Image, fmt: str, **kwargs) -> bytes:

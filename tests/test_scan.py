@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from indexer.scan import scan
-from tests.conftest import write_images
+from tests.support import write_images
 
 
 def test_scan_recurses_filters_and_reports(tmp_path):

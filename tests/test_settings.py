@@ -14,7 +14,7 @@ import requests
 from PIL import Image
 
 from search_api.settings import SETTINGS, from_environment
-from tests.conftest import REPO, start_server, stop_server
+from tests.support import REPO, start_server, stop_server
 
 BY_ENV = {s.env: s for s in SETTINGS}
 

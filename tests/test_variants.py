@@ -12,7 +12,7 @@ from encoder.embed import Encoder
 from encoder.model import Corruption, build_autoencoder, dense_widths
 from encoder.train import TrainConfig, train
 from encoder.variants import VARIANTS
-from tests.conftest import make_image
+from tests.support import make_image
 
 
 @pytest.fixture(scope="module")

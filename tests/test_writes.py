@@ -14,7 +14,7 @@ import requests
 
 from indexer.catalog import Catalog
 from search_api.app import create_app
-from tests.conftest import TINY, make_image, run_cli, start_server, stop_server
+from tests.support import TINY, make_image, run_cli, start_server, stop_server
 
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
