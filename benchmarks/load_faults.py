@@ -18,6 +18,7 @@ import json
 import random
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -28,7 +29,7 @@ import requests
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tests.support import make_image, run_cli, start_server, stop_server  # noqa: E402
+from benchmarks.harness import make_image, start_server, stop_server  # noqa: E402
 from tests.hostile import corpus  # noqa: E402
 
 TOKEN = "load-test-token-0123456789"
@@ -165,8 +166,8 @@ def prepare(workdir: Path, photos: int) -> tuple[Path, Path]:
         target = images / path.relative_to(REPO / "data" / "images")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
-    run_cli("indexer", "build", str(images), "--index", str(index), "--epochs", "3", "--image-size", "32",
-            "--quiet", timeout=900)
+    subprocess.run([sys.executable, "-m", "indexer", "build", str(images), "--index", str(index), "--epochs", "3",
+                    "--image-size", "32", "--quiet"], cwd=REPO, check=True, timeout=900)
     return images, index
 
 

@@ -130,7 +130,7 @@ def load_cifar(folder: Path) -> Dataset:
 def load_demo(folder: Path = DEMO) -> Dataset:
     """The demo photos through the product's own path: the input size `indexer build` picks, load_image's pixels."""
     from encoder.preprocess import load_image
-    from encoder.train import TrainConfig
+    from encoder.options import TrainConfig
     from indexer.build import natural_image_size
     from indexer.scan import scan
 
@@ -282,7 +282,8 @@ def perceptual_hash(kind: str) -> Method:
 def autoencoder(variant: str, train_x: np.ndarray, steps: int | None, model_dir: Path) -> Method:
     """Train `variant` on the train split's pixels (no labels) and wrap the saved Encoder."""
     from encoder.embed import Encoder
-    from encoder.train import TrainConfig, train
+    from encoder.options import TrainConfig
+    from encoder.train import train
 
     config = TrainConfig(image_size=train_x.shape[1], channels=train_x.shape[3], code_size=CODE_SIZE,
                          variant=variant, **({"steps": steps} if steps else {}))
@@ -470,7 +471,7 @@ def main() -> int:
         print(markdown(results))
         return 0
 
-    from encoder.train import TrainConfig
+    from encoder.options import TrainConfig
     from encoder.variants import DEFAULT_VARIANT, VARIANTS  # read at run time: new variants join by themselves
 
     variants = list(VARIANTS) if args.variants == ["all"] else list(args.variants or [DEFAULT_VARIANT])

@@ -202,7 +202,7 @@ def _loss_terms(results: dict) -> list[str]:
             rows.append(f"| {d['title']} | {terms} | {t.get('mean_image_loss') or 0:.4f} |")
     if not rows:
         return []
-    return ["", f"### The default's loss terms at the end of training (weighted; history in quality.json)", "",
+    return ["", "### The default's loss terms at the end of training (weighted; history in quality.json)", "",
             "| Data set | Terms | Held-out loss of the mean image |", "|---|---|---:|", *rows]
 
 
@@ -228,7 +228,7 @@ def chart(results: dict, path: Path) -> None:
     ax.set_ylabel(f"precision@{K} (L2)")
     ax.set_ylim(0, 1.12)
     limit = results["settings"]["limit"]
-    ax.set_title(f"Neighbours sharing the query's label, 30-number codes"
+    ax.set_title("Neighbours sharing the query's label, 30-number codes"
                  + (f"\n(quick run: at most {limit:,} images per split)" if limit else ""), fontsize=10)
     ax.legend(fontsize=8, ncol=min(5, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.08),
               frameon=False)

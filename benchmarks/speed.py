@@ -43,7 +43,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-from tests.support import free_port, start_server, stop_server  # noqa: E402  the tests' readiness-polling launcher
+from benchmarks.harness import free_port, start_server, stop_server  # noqa: E402  polls until the server answers
 
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"

@@ -1,6 +1,8 @@
 """The autoencoder as a subclassed Keras 3 model holding `encoder` and `decoder` sub-models."""
 from __future__ import annotations
 
+from dataclasses import fields, replace
+
 import keras
 import numpy as np
 from keras import layers, ops
@@ -8,7 +10,7 @@ from keras import layers, ops
 from encoder.augment import Edits
 from encoder.layers import AttentionPool, Corruption, FusedBatchNorm, PixelBias
 from encoder.objectives import info_nce, vicreg_terms
-from encoder.variants import DEFAULT_VARIANT, VARIANTS
+from encoder.options import ModelOptions
 
 DENSE_WIDTHS = (1000, 500, 250)
 # BatchNorm's moving statistics follow the last ~10 batches (Keras's 0.99 would lag ~100 steps behind the weights,
@@ -177,88 +179,45 @@ class Autoencoder(keras.Model):
     Training goes through `train_step`, which reports every loss term by name (Keras puts them in the history).
     """
 
-    def __init__(
-        self,
-        image_size: int = 64,
-        channels: int = 3,
-        code_size: int = 30,
-        variant: str = DEFAULT_VARIANT,
-        noise_std: float = 0.15,
-        occlusion: float = 0.0,
-        salt_pepper: float = 0.0,
-        zoom: float = 0.0,
-        brightness: float = 0.0,
-        sparsity: float = 1e-3,
-        contraction: float = 1e-3,
-        contraction_sigma: float = 0.05,
-        kl_weight: float = 0.05,
-        unit_code: bool = True,
-        normalise: bool | None = None,
-        width: int = 32,
-        pooling: str = "flatten",
-        shortcut: bool | None = None,
-        consistency: str = "infonce",
-        consistency_weight: float = 1.0,
-        vicreg_weights: tuple[float, float, float] = (25.0, 25.0, 1.0),
-        temperature: float = 0.1,
-        projector_width: int = 256,
-        reconstruction_weight: float = 1.0,
-        reconstruction_scale: float = 1.0,
-        recon_source: str = "clean",
-        views: str = "two",
-        edits: dict | None = None,
-        ramp_steps: int = 0,
-        seed: int | None = None,
-        **kwargs,
-    ):
+    def __init__(self, options: ModelOptions | None = None, *, reconstruction_scale: float = 1.0,
+                 ramp_steps: int = 0, **kwargs):
+        """`options`, or its fields as keywords (how `from_config` passes them back), plus training's settings.
+
+        `reconstruction_scale` is 1 / the training images' mean-image loss, set by training: the reconstruction
+        term is then the share of the images' variance the model fails to rebuild (1 - R^2), the same scale for
+        digits and for photos. `ramp_steps`: the steps over which the agreement term ramps in.
+        """
+        names = {f.name for f in fields(ModelOptions)}
+        given = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
+        options = replace(options or ModelOptions(), **given)  # validated in ModelOptions.__post_init__
         super().__init__(**kwargs)
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-        if image_size < 8:
-            raise ValueError(f"image_size must be at least 8, got {image_size}")
-        if consistency not in ("vicreg", "infonce"):
-            raise ValueError(f"consistency must be 'vicreg' or 'infonce', got {consistency!r}")
-        if recon_source not in ("clean", "view"):
-            raise ValueError(f"recon_source must be 'clean' or 'view', got {recon_source!r}")
-        self.image_size = int(image_size)
-        self.channels = int(channels)
-        self.code_size = int(code_size)
-        self.variant = variant
-        self.noise_std = float(noise_std)
-        self.occlusion = float(occlusion)
-        self.salt_pepper = float(salt_pepper)
-        self.zoom = float(zoom)
-        self.brightness = float(brightness)
-        self.sparsity = float(sparsity)
-        self.contraction = float(contraction)
-        self.contraction_sigma = float(contraction_sigma)
-        self.kl_weight = float(kl_weight)
-        self.unit_code = bool(unit_code)
+        self.options = options
+        o = options
+        self.image_size, self.channels, self.code_size = int(o.image_size), int(o.channels), int(o.code_size)
+        self.variant = variant = o.variant
+        self.sparsity, self.contraction, self.contraction_sigma = o.sparsity, o.contraction, o.contraction_sigma
+        self.kl_weight = float(o.kl_weight)
+        self.unit_code = bool(o.unit_code)
         self.invariant = variant == "invariant"
-        self.normalise = self.invariant if normalise is None else bool(normalise)
-        self.width = int(width)
-        self.pooling = pooling
-        self.shortcut = self.invariant if shortcut is None else bool(shortcut)
-        self.consistency = consistency
-        self.consistency_weight = float(consistency_weight)
-        self.vicreg_weights = tuple(float(w) for w in vicreg_weights)
-        self.temperature = float(temperature)
-        self.projector_width = int(projector_width)
-        self.reconstruction_weight = float(reconstruction_weight)
-        # 1 / the training images' mean-image loss, set by training: the reconstruction term is then the share of
-        # the images' variance the model fails to rebuild (1 - R^2), the same scale for digits and for photos.
+        self.normalise = self.invariant if o.normalise is None else bool(o.normalise)
+        self.width = int(o.width)
+        self.pooling = o.pooling
+        self.shortcut = self.invariant if o.shortcut is None else bool(o.shortcut)
+        self.consistency = o.consistency
+        self.consistency_weight = float(o.consistency_weight)
+        self.vicreg_weights = tuple(float(w) for w in o.vicreg_weights)
+        self.temperature = float(o.temperature)
+        self.projector_width = int(o.projector_width)
+        self.reconstruction_weight = float(o.reconstruction_weight)
         self.reconstruction_scale = float(reconstruction_scale)
-        self.recon_source = recon_source
-        if views not in ("one", "two"):
-            raise ValueError(f"views must be 'one' or 'two', got {views!r}")
-        self.views = views
-        self.edit_strengths = dict(edits or {})
+        self.recon_source = o.recon_source
+        self.views = o.views
+        self.edit_strengths = dict(o.edits or {})
         self.ramp_steps = int(ramp_steps)
-        self.seed = seed
-        denoising = variant == "denoising"
-        on = 1.0 if denoising else 0.0
-        self.corruption = Corruption(on * noise_std, on * occlusion, on * salt_pepper, on * zoom, on * brightness,
-                                     seed=seed, name="corruption")
+        self.seed = seed = o.seed
+        on = 1.0 if variant == "denoising" else 0.0  # only the denoising variant trains on corrupted inputs
+        self.corruption = Corruption(on * o.noise_std, on * o.occlusion, on * o.salt_pepper, on * o.zoom,
+                                     on * o.brightness, seed=seed, name="corruption")
         outputs = 2 * self.code_size if variant == "variational" else self.code_size  # mean and log-variance
         if variant == "dense":
             self.encoder = _dense_encoder(self.image_size, self.channels, outputs)
@@ -415,45 +374,12 @@ class Autoencoder(keras.Model):
         return self._track({"loss": loss, **terms})
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "image_size": self.image_size,
-            "channels": self.channels,
-            "code_size": self.code_size,
-            "variant": self.variant,
-            "noise_std": self.noise_std,
-            "occlusion": self.occlusion,
-            "salt_pepper": self.salt_pepper,
-            "zoom": self.zoom,
-            "brightness": self.brightness,
-            "sparsity": self.sparsity,
-            "contraction": self.contraction,
-            "contraction_sigma": self.contraction_sigma,
-            "kl_weight": self.kl_weight,
-            "unit_code": self.unit_code,
-            "normalise": self.normalise,
-            "width": self.width,
-            "pooling": self.pooling,
-            "shortcut": self.shortcut,
-            "consistency": self.consistency,
-            "consistency_weight": self.consistency_weight,
-            "vicreg_weights": list(self.vicreg_weights),
-            "temperature": self.temperature,
-            "projector_width": self.projector_width,
-            "reconstruction_weight": self.reconstruction_weight,
-            "reconstruction_scale": self.reconstruction_scale,
-            "recon_source": self.recon_source,
-            "views": self.views,
-            "edits": self.edit_strengths,
-            "ramp_steps": self.ramp_steps,
-            "seed": self.seed,
-        }
+        return {**super().get_config(), **self.options.to_dict(), "reconstruction_scale": self.reconstruction_scale,
+                "ramp_steps": self.ramp_steps}
 
 
-def build_autoencoder(
-    image_size: int = 64, channels: int = 3, code_size: int = 30, variant: str = DEFAULT_VARIANT, **options
-) -> Autoencoder:
-    """A new, built (weights created) autoencoder."""
-    model = Autoencoder(image_size, channels, code_size, variant, **options)
-    model(ops.zeros((1, image_size, image_size, channels)))  # creates the weights so the model can be saved
+def build_autoencoder(options: ModelOptions | None = None, **overrides) -> Autoencoder:
+    """A new, built (weights created) autoencoder: `options` with `overrides` (fields or training's settings)."""
+    model = Autoencoder(options, **overrides)
+    model(ops.zeros((1, model.image_size, model.image_size, model.channels)))  # creates the weights to save them
     return model

@@ -10,97 +10,18 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from encoder import store
-from encoder.variants import DEFAULT_VARIANT
+from encoder.options import TrainConfig
 
 log = logging.getLogger(__name__)
 
 # A model whose held-out reconstruction loss is above this share of the mean image's has learned little.
 PLATEAU_RATIO = 0.8
-AUTO_EPOCHS = 30  # passes over the images in the automatic step budget (bounded by min_steps and max_steps)
-
-
-@dataclass
-class TrainConfig:
-    """Everything that shapes a training run; recorded in `encoder.json`."""
-
-    # 32: on the demo photos 48 px ranked better (P@10 0.364 against 0.334-0.348) but trained 2x longer (331 s
-    # for 1,000 steps on a 2-core AVX-512 machine); 64 px costs 4x the steps' time for no measured gain.
-    image_size: int = 32
-    channels: int = 3
-    code_size: int = 30
-    variant: str = DEFAULT_VARIANT
-    steps: int = 0  # optimiser steps; 0: `epochs` passes, or by default AUTO_EPOCHS within [min_steps, max_steps]
-    epochs: int = 0  # passes over the training images (when `steps` is 0); 0: the automatic budget
-    min_steps: int = 1000
-    max_steps: int = 2500
-    batch_size: int = 128
-    learning_rate: float = 2e-3
-    warmup: float = 0.03  # share of the steps over which the learning rate ramps up from zero
-    validation_fraction: float = 0.1
-    max_held_out: int = 1000  # held-out images (enough to measure a loss; the rest are worth training on)
-    time_budget: float = 0.0  # seconds; 0: no wall-clock cap (the default: results must not depend on speed)
-    # Denoising corruption. Noise alone measured best (benchmarks/quality.py): against noise 0.1 + occlusion 0.5 +
-    # salt-and-pepper 0.02 it gained on Fashion-MNIST P@10 (0.830 vs 0.827), MNIST (0.971 vs 0.969), and MNIST
-    # reconstruction (2.88 vs 4.03), losing only occlusion recall; zoom 0.15 + brightness 0.2 cost 0.004 P@10.
-    noise_std: float = 0.15  # denoising: gaussian noise sigma, in [0, 1] pixel units
-    occlusion: float = 0.0  # denoising: probability of an occlusion box per image
-    salt_pepper: float = 0.0  # denoising: share of pixels set to black or white
-    zoom: float = 0.0  # denoising: up to this share of each side cropped away and resized back
-    brightness: float = 0.0  # denoising: pixel values scaled by up to +-this
-    sparsity: float = 1e-3  # sparse: weight of the L1 penalty on the code
-    contraction: float = 1e-3  # contractive: weight of the Jacobian penalty
-    kl_weight: float = 0.05  # variational: weight of the KL term
-    unit_code: bool = True  # search codes centred and scaled to unit length (L2 ranking = cosine ranking)
-    # Before unit length, each principal direction of the training latents is scaled by its spread^-whitening:
-    # 0 leaves them as trained, 1 is full whitening (every direction weighs the same, noise included). 0.5 against
-    # 0 on the same models (benchmarks/quality.py --whitening 0 1): P@10 +0.020 demo, +0.009 CIFAR-10, +0.006
-    # Fashion-MNIST and MNIST; 1 was worse than 0.5 on all four and cost the 28x28 sets' crop recall.
-    whitening: float = 0.5
-    normalise: bool | None = None  # BatchNorm in the conv encoder and decoder (None: for the invariant variant)
-    width: int = 32  # filters of the first conv level (doubling at each level)
-    pooling: str = "flatten"  # how the last feature map becomes the code: flatten (layout kept) or average
-    shortcut: bool | None = None  # a linear coarse-image path beside the conv layers (None: for the invariant variant)
-    consistency: str = "infonce"  # invariant: infonce or vicreg
-    consistency_weight: float = 1.0  # invariant: weight of the consistency term against reconstruction
-    temperature: float = 0.1  # invariant, infonce: softmax temperature
-    projector_width: int = 256  # invariant: width of the projection head the consistency term acts on
-    reconstruction_weight: float = 5.0  # invariant: MNIST rebuilt at 4.5 H&S units with 5, 8+ with 1
-    recon_source: str = "clean"  # invariant: rebuild from the clean image's code, or from an edited view's
-    views: str = "two"  # invariant: two edited views agree ("two"), or the clean image and one edited view ("one")
-    ramp: float = 0.0  # invariant: share of the steps over which the consistency term ramps in
-    edits: dict = field(default_factory=dict)  # invariant: EditStrengths overrides
-    seed: int = 0
-
-    def model_options(self) -> dict[str, Any]:
-        """The variant's knobs, as Autoencoder keyword arguments."""
-        keys = ("noise_std", "occlusion", "salt_pepper", "zoom", "brightness", "sparsity", "contraction", "kl_weight",
-                "unit_code", "normalise", "width", "pooling", "shortcut", "consistency", "consistency_weight", "temperature",
-                "projector_width", "reconstruction_weight", "recon_source", "views", "edits", "seed")
-        return {k: getattr(self, k) for k in keys}
-
-    def batch_for(self, images: int) -> int:
-        """The batch size for a collection: the configured one, smaller when it would leave few steps per pass."""
-        return int(max(16, min(self.batch_size, images // 16 or 16)))
-
-    def steps_for(self, images: int) -> int:
-        """The step budget for `images` training images: `steps`, else `epochs` passes, else the automatic one.
-
-        Automatic: AUTO_EPOCHS passes, but at least `min_steps` (a small collection still needs that many updates
-        to learn) and at most `max_steps` (a large one has learnt what a 30-number code can hold well before).
-        """
-        if self.steps:
-            return int(self.steps)
-        per_pass = max(1, images // min(self.batch_for(images), images))
-        if self.epochs:
-            return int(self.epochs * per_pass)
-        return int(min(self.max_steps, max(self.min_steps, AUTO_EPOCHS * per_pass)))
 
 
 def _split(n: int, fraction: float, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -320,9 +241,8 @@ def train(pixels: np.ndarray, config: TrainConfig, index_dir: str | os.PathLike)
     epochs = math.ceil(steps / per_pass)
     sample = pixels[train_idx][:: max(1, len(train_idx) // 10_000)]  # enough for a mean and a PCA
     spread = mean_image_loss(sample, sample)
-    model = build_autoencoder(config.image_size, config.channels, config.code_size, config.variant,
-                              ramp_steps=int(config.ramp * steps), reconstruction_scale=1.0 / max(spread, 1e-6),
-                              **config.model_options())
+    model = build_autoencoder(config.model_options(), ramp_steps=int(config.ramp * steps),
+                              reconstruction_scale=1.0 / max(spread, 1e-6))
     start_from_pca(model, sample)
     warmup = int(config.warmup * steps)
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -347,7 +267,7 @@ def train(pixels: np.ndarray, config: TrainConfig, index_dir: str | os.PathLike)
     checks = [[int(e), float(v)] for e, v in held_out.checks]
     final = checks[-1][1] if checks else None
     summary = {
-        "config": asdict(config),
+        "config": config.to_dict(),
         "images": int(len(train_idx)),
         "held_out": int(len(val_idx)),
         "batch_size": int(batch),

@@ -8,37 +8,47 @@ import os
 import sys
 from pathlib import Path
 
-from encoder.store import ModelError
-from encoder.train import AUTO_EPOCHS, TrainConfig
-from encoder.variants import DEFAULT_VARIANT, VARIANTS
+from typing import Any, Callable
 
-TRAIN_DEFAULTS = TrainConfig()
+from encoder.options import TrainConfig, flag_fields, flag_help, whole_number
+from encoder.store import ModelError
+from indexer import settings
+
+BY_KEY = {s.key: s for s in settings.SETTINGS}
+# Flags that BuildOptions has fields of its own for; every other training flag goes into BuildOptions.training.
+BUILD_FIELDS = ("image_size", "code_size", "steps", "epochs", "time_budget", "variant")
 
 log = logging.getLogger("indexer")
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _argument_type(parse: Callable[[str], Any], name: str) -> Callable[[str], Any]:
+    """A parser whose ValueError argparse shows as it is (a usage error naming the flag and what it expects)."""
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as why:
+            raise argparse.ArgumentTypeError(str(why)) from None
+
+    convert.__name__ = name
+    return convert
 
 
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0.0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+def _setting_defaults() -> dict[str, Any]:
+    """The indexer's settings from the environment; a malformed value is a one-line error, exit status 2."""
+    try:
+        return settings.from_environment(settings.SETTINGS)
+    except ValueError as why:
+        print(f"error: {why}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
+def _add_setting(p: argparse.ArgumentParser, setting: settings.Setting, value: Any) -> None:
+    p.add_argument(setting.flag, dest=setting.key.lower(), type=_argument_type(setting.parse, setting.key.lower()),
+                   default=value, metavar="N", help=f"{setting.help} ({setting.env}, default {setting.default})")
 
 
 def _parser() -> argparse.ArgumentParser:
+    env = _setting_defaults()
     parser = argparse.ArgumentParser(prog="python -m indexer", description="Index image folders for lookalike.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
@@ -55,37 +65,19 @@ def _parser() -> argparse.ArgumentParser:
     def training_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("images", type=Path, metavar="IMAGES_DIR", help="folder of images, searched recursively")
         index_arg(p)
-        p.add_argument("--steps", type=_positive,
-                       help=f"training steps (default: {AUTO_EPOCHS} passes over the images, at least "
-                            f"{TRAIN_DEFAULTS.min_steps} and at most {TRAIN_DEFAULTS.max_steps} steps)")
-        p.add_argument("--epochs", type=_positive, help="training passes over the images, instead of --steps")
-        p.add_argument("--time-budget", type=_non_negative, metavar="SECONDS",
-                       help="also stop training after this many seconds (default: no limit, so the model does not "
-                            "depend on the machine's speed)")
-        p.add_argument("--code-size", type=_positive, help="numbers per image code (30)")
-        p.add_argument("--image-size", type=_positive,
-                       help=f"side in pixels the model sees ({TRAIN_DEFAULTS.image_size}; smaller images: their own)")
-        p.add_argument("--variant", choices=VARIANTS,
-                       help=f"autoencoder family member ({DEFAULT_VARIANT}); see the README")
-        p.add_argument("--noise-std", type=_fraction, help="denoising: gaussian noise sigma in [0, 1] pixel units (0.15)")
-        p.add_argument("--occlusion", type=_fraction, help="denoising: probability of an occlusion box (0)")
-        p.add_argument("--salt-pepper", type=_fraction, help="denoising: share of pixels set black or white (0)")
-        p.add_argument("--zoom", type=_fraction,
-                       help="denoising: up to this share of each side cropped away and resized back (0)")
-        p.add_argument("--brightness", type=_fraction, help="denoising: brightness scaled by up to +-this (0)")
-        p.add_argument("--whitening", type=_fraction, metavar="POWER",
-                       help="search codes: each principal direction scaled by its spread^-POWER before unit length; "
-                            f"0 only centres, 1 whitens fully ({TRAIN_DEFAULTS.whitening:g})")
-        p.add_argument("--max-train-images", type=_positive, default=10_000,
-                       help="train on a random sample of at most this many images (10000)")
-        p.add_argument("--workers", type=int, default=int(os.environ.get("LOOKALIKE_WORKERS", 0)),
-                       help="decoding processes; 0 = one per core (LOOKALIKE_WORKERS)")
+        for f in flag_fields(TrainConfig):
+            choices = f.metadata["choices"]
+            metavar = f.metadata["metavar"] or (None if choices else "N" if f.type == "int" else "X")
+            p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, choices=choices, metavar=metavar,
+                           type=None if choices else _argument_type(f.metadata["parse"], f.name),
+                           help=flag_help(f))  # default None: "the default, or what the model already has"
+        _add_setting(p, BY_KEY["MAX_TRAIN_IMAGES"], env["MAX_TRAIN_IMAGES"])
+        _add_setting(p, BY_KEY["WORKERS"], env["WORKERS"])
 
     build = sub.add_parser("build", parents=[common], help="train an encoder if needed, then index new and changed images")
     training_args(build)
     build.add_argument("--retrain", action="store_true", help="train a new encoder and re-encode everything")
-    build.add_argument("--batch", type=_positive, default=1024,
-                       help="images committed per transaction: the most an interruption can cost (1024)")
+    _add_setting(build, BY_KEY["COMMIT_BATCH"], env["COMMIT_BATCH"])
     train = sub.add_parser("train", parents=[common], help="(re)train the encoder only; the next build re-encodes everything")
     training_args(train)
     info = sub.add_parser("info", parents=[common], help="JSON summary of a collection")
@@ -93,11 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     search = sub.add_parser("search", parents=[common], help="nearest neighbours of an image, without a server")
     index_arg(search)
     search.add_argument("query", type=Path, metavar="QUERY_IMAGE")
-    search.add_argument("-k", type=_positive, default=10, help="how many results (10)")
+    search.add_argument("-k", type=_argument_type(whole_number(1), "k"), default=10, help="how many results (10)")
     evaluate = sub.add_parser("evaluate", parents=[common],
                               help="precision@k and mAP@100 of a collection whose sub-folders are its labels")
     index_arg(evaluate)
-    evaluate.add_argument("-k", type=_positive, default=10, help="neighbours scored for precision@k (10)")
+    evaluate.add_argument("-k", type=_argument_type(whole_number(1), "k"), default=10,
+                          help="neighbours scored for precision@k (10)")
     evaluate.add_argument("--metric", choices=("l2", "cosine"), default="l2",
                           help="code distance: l2 is what search ranks by (l2)")
     return parser
@@ -106,12 +99,12 @@ def _parser() -> argparse.ArgumentParser:
 def _options(args: argparse.Namespace):
     from indexer.build import BuildOptions
 
-    training = {k: getattr(args, k) for k in ("noise_std", "occlusion", "salt_pepper", "zoom", "brightness", "whitening")
-                if getattr(args, k) is not None}
-    return BuildOptions(image_size=args.image_size, code_size=args.code_size, steps=args.steps, epochs=args.epochs,
-                        time_budget=args.time_budget, variant=args.variant, training=training,
+    given = {f.name: getattr(args, f.name) for f in flag_fields(TrainConfig) if getattr(args, f.name) is not None}
+    training = {k: v for k, v in given.items() if k not in BUILD_FIELDS}
+    return BuildOptions(**{k: given.get(k) for k in BUILD_FIELDS}, training=training,
                         retrain=getattr(args, "retrain", False), max_train_images=args.max_train_images,
-                        workers=args.workers, progress=not args.quiet, commit_every=getattr(args, "batch", 1024))
+                        workers=args.workers, progress=not args.quiet,
+                        commit_every=getattr(args, "commit_batch", settings.DEFAULTS["COMMIT_BATCH"]))
 
 
 def cmd_build(args: argparse.Namespace, train_only: bool = False) -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from tests.support import make_image
+from benchmarks.harness import make_image
 
 
 @dataclass(frozen=True)

@@ -1,37 +1,23 @@
 """Test helpers: tiny real images, the real CLI as a user runs it, a real server on 127.0.0.1."""
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
+import logging
 import os
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import requests
-from PIL import Image, ImageDraw
+from benchmarks.harness import REPO, LiveServer, free_port, make_image, start_server, stop_server
 
-REPO = Path(__file__).resolve().parents[1]
+__all__ = ["REPO", "TINY", "Collection", "LiveServer", "free_port", "make_image", "run_cli", "start_server",
+           "stop_server", "write_images"]
+
 TINY = ["--epochs", "3", "--image-size", "16", "--code-size", "8"]  # a model that trains in seconds
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def make_image(seed: int, size: int = 48, mode: str = "RGB") -> Image.Image:
-    """A distinct synthetic picture: a background colour, a few shapes and some texture, all drawn from `seed`."""
-    rng = np.random.default_rng(seed)
-    img = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(0, 256, 3)))
-    draw = ImageDraw.Draw(img)
-    for _ in range(4):
-        x0, y0 = (int(v) for v in rng.integers(0, size * 3 // 4, 2))
-        x1, y1 = x0 + int(rng.integers(size // 6, size // 2)), y0 + int(rng.integers(size // 6, size // 2))
-        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x0, y0, x1, y1), fill=colour)
-    noise = rng.integers(-12, 13, (size, size, 3))
-    img = Image.fromarray(np.clip(np.asarray(img, dtype=np.int16) + noise, 0, 255).astype(np.uint8))
-    return img.convert(mode) if mode != "RGB" else img
 
 
 def write_images(folder: Path, count: int, start: int = 0, ext: str = ".jpg", sub: str = "") -> list[Path]:
@@ -46,19 +32,44 @@ def write_images(folder: Path, count: int, start: int = 0, ext: str = ".jpg", su
     return paths
 
 
-def run_cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `python -m <args>` from the repo, as a user would."""
-    proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+def run_cli(*args: str, check: bool = True, timeout: float = 300,
+            subprocess_run: bool = False) -> subprocess.CompletedProcess:
+    """Run `python -m <args>` as a user would: through its `main(argv)` in this process (TensorFlow loads once for
+    the whole suite), or in a fresh interpreter with `subprocess_run` (what exit codes and start-up need)."""
+    if subprocess_run:
+        proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True,
+                              timeout=timeout)
+    else:
+        proc = _run_in_process(args)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} exited {proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}")
     return proc
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _run_in_process(args: tuple[str, ...]) -> subprocess.CompletedProcess:
+    module, argv = args[0], list(args[1:])
+    main = importlib.import_module(f"{module}.__main__").main
+    out, err = io.StringIO(), io.StringIO()
+    # main()'s logging.basicConfig does nothing under pytest (the root logger already has pytest's handlers), so
+    # log lines reach the captured stderr through a handler of our own, at the level the flags ask for.
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    level = logging.DEBUG if "-v" in argv else logging.WARNING if "-q" in argv or "--quiet" in argv else logging.INFO
+    handler.setLevel(level)
+    saved_level = root.level
+    root.addHandler(handler)
+    root.setLevel(min(level, saved_level or logging.WARNING))
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as stop:  # argparse's usage errors, and the settings' one-line errors
+                code = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved_level)
+    return subprocess.CompletedProcess([module, *argv], code, out.getvalue(), err.getvalue())
 
 
 @dataclass
@@ -66,57 +77,3 @@ class Collection:
     images_dir: Path
     index_dir: Path
     images: list[Path]
-
-
-@dataclass
-class LiveServer:
-    url: str
-    images_dir: Path
-    index_dir: Path
-    images: list[Path]
-    process: subprocess.Popen
-    log: object = None  # the server's stderr, in a file: a pipe nobody reads fills up and blocks the server
-
-    def stderr(self) -> str:
-        """What the server has logged so far."""
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
-
-
-def start_server(index_dir: Path, images_dir: Path, images: list[Path], extra_env: dict | None = None,
-                 args: tuple[str, ...] = ()) -> LiveServer:
-    """Start `python -m search_api` on a free port and wait until /api/health answers."""
-    port = free_port()
-    env = {**os.environ, "LOOKALIKE_LOG_LEVEL": "WARNING", **(extra_env or {})}
-    log = tempfile.TemporaryFile("w+")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "search_api", "--index", str(index_dir), "--port", str(port), *args],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True,
-    )
-    server = LiveServer(url := f"http://127.0.0.1:{port}", images_dir, index_dir, images, process, log)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited {process.returncode}: {server.stderr()}")
-        try:
-            if requests.get(url + "/api/health", timeout=1).status_code == 200:
-                return server
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    log.close()
-    raise AssertionError("server did not become ready in 120 s")
-
-
-def stop_server(server: LiveServer) -> None:
-    """Terminate the server process and wait for it."""
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
-    if server.log is not None:
-        server.log.close()

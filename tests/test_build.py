@@ -159,7 +159,7 @@ def test_input_size_follows_small_collections(tmp_path):
         make_image(seed, 120).save(large / f"{seed}.png")
     assert natural_image_size(small, scan(small).images, 64) == 48
     assert natural_image_size(large, scan(large).images, 64) == 64
-    from encoder.train import TrainConfig
+    from encoder.options import TrainConfig
 
     smaller = tmp_path / "smaller"  # below the default input size: trained at its own size
     smaller.mkdir()

@@ -1,4 +1,5 @@
-"""The indexer CLI as a user runs it: `python -m indexer build|train|info|search` in a subprocess."""
+"""The indexer CLI as a user runs it: `python -m indexer build|train|info|search`, through main(argv) (one case in a
+subprocess, for the exit status and stderr as a shell sees them)."""
 from __future__ import annotations
 
 import json
@@ -82,7 +83,8 @@ def test_fatal_errors_exit_nonzero_with_one_line(tmp_path):
         "search without model": ("indexer", "search", "--index", str(tmp_path / "nothing"), str(empty / "x.jpg")),
     }
     for name, args in cases.items():
-        proc = run_cli(*args, check=False)
+        # One case in a fresh interpreter: the exit status and stderr as the shell sees them, TensorFlow loaded.
+        proc = run_cli(*args, check=False, subprocess_run=name == "no images")
         assert proc.returncode != 0, name
         last = proc.stderr.strip().splitlines()[-1]
         assert last.startswith("error: "), (name, proc.stderr)
@@ -153,7 +155,7 @@ def test_variant_is_chosen_at_training_and_shown_by_info(tmp_path):
     other = run_cli("indexer", "build", str(images), "--index", str(index), "--variant", "dense", check=False)
     assert other.returncode == 2 and "--retrain" in other.stderr.strip().splitlines()[-1]
     bad = run_cli("indexer", "build", str(images), "--index", str(index), "--occlusion", "2", check=False)
-    assert bad.returncode == 2 and "between 0 and 1" in bad.stderr
+    assert bad.returncode == 2 and "--occlusion: expected a number from 0 to 1" in bad.stderr
 
 
 def test_corruption_levels_reach_the_recorded_training_config(tmp_path):

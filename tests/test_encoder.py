@@ -9,7 +9,8 @@ import pytest
 from encoder import store
 from encoder.embed import Encoder
 from encoder.model import Corruption, build_autoencoder, downsampling_plan
-from encoder.train import TrainConfig, train
+from encoder.options import TrainConfig
+from encoder.train import train
 from encoder.variants import DEFAULT_VARIANT
 from tests.support import make_image
 
@@ -35,7 +36,7 @@ def test_downsampling_plan(size, steps, side):
 
 @pytest.mark.parametrize("size, channels", [(16, 1), (28, 1), (32, 3)])
 def test_model_shapes(size, channels):
-    model = build_autoencoder(size, channels, 12)
+    model = build_autoencoder(image_size=size, channels=channels, code_size=12)
     x = np.random.default_rng(0).random((2, size, size, channels)).astype("float32")
     assert model.encoder(x).shape == (2, 12)
     assert model(x).shape == (2, size, size, channels)
@@ -43,7 +44,7 @@ def test_model_shapes(size, channels):
 
 def test_unknown_variant_is_refused():
     with pytest.raises(ValueError, match="unknown variant"):
-        build_autoencoder(16, 3, 8, variant="magic")
+        build_autoencoder(image_size=16, channels=3, code_size=8, variant="magic")
 
 
 def test_corruption_only_in_training():

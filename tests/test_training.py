@@ -13,7 +13,8 @@ from encoder.embed import Encoder
 from encoder.layers import FusedBatchNorm
 from encoder.model import build_autoencoder, start_from_pca
 from encoder.preprocess import load_image
-from encoder.train import TrainConfig, mean_image_loss, plateau_warning, reconstruction_loss, train
+from encoder.options import TrainConfig
+from encoder.train import mean_image_loss, plateau_warning, reconstruction_loss, train
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "images"
@@ -43,11 +44,11 @@ def test_fused_batch_norm_equals_keras_batch_norm():
 
 def test_untrained_model_starts_below_the_mean_image(photos):
     train_x, held_out = photos[::2], photos[1::2]
-    model = build_autoencoder(32, 3, 30, "invariant", shortcut=True)
+    model = build_autoencoder(image_size=32, channels=3, code_size=30, variant="invariant", shortcut=True)
     start_from_pca(model, train_x)
     # Zero-initialised deep paths: the model is the coarse images' PCA, far below the mean image at step 0.
     assert reconstruction_loss(model, held_out) < 0.7 * mean_image_loss(train_x, held_out)
-    plain = build_autoencoder(32, 3, 30, "invariant", shortcut=False)
+    plain = build_autoencoder(image_size=32, channels=3, code_size=30, variant="invariant", shortcut=False)
     start_from_pca(plain, train_x)  # without the shortcut: exactly the mean image
     np.testing.assert_allclose(reconstruction_loss(plain, held_out), mean_image_loss(train_x, held_out), rtol=0.05)
 

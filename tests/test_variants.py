@@ -10,7 +10,8 @@ import pytest
 
 from encoder.embed import Encoder
 from encoder.model import Corruption, build_autoencoder, dense_widths
-from encoder.train import TrainConfig, train
+from encoder.options import TrainConfig
+from encoder.train import train
 from encoder.variants import VARIANTS
 from tests.support import make_image
 
@@ -42,13 +43,13 @@ def test_variant_trains_saves_loads_and_encodes(variant, pixels, tmp_path):
 
 def test_dense_variant_is_the_2006_shape():
     assert dense_widths(28, 1) == (1000, 500, 250)  # 784 inputs: exactly Hinton & Salakhutdinov's layers
-    model = build_autoencoder(28, 1, 30, "dense")
+    model = build_autoencoder(image_size=28, channels=1, code_size=30, variant="dense")
     widths = [layer.units for layer in model.encoder.layers if isinstance(layer, keras.layers.Dense)]
     assert widths == [1000, 500, 250, 30]
 
 
 def test_variational_encoder_gives_mean_and_log_variance():
-    model = build_autoencoder(16, 3, 5, "variational")
+    model = build_autoencoder(image_size=16, channels=3, code_size=5, variant="variational")
     x = np.random.default_rng(0).random((2, 16, 16, 3)).astype("float32")
     assert model.encoder(x).shape == (2, 10)
     np.testing.assert_allclose(np.asarray(model.latent(x)), np.asarray(model.encoder(x))[:, :5], rtol=1e-5, atol=1e-6)
@@ -58,14 +59,14 @@ def test_variational_encoder_gives_mean_and_log_variance():
                                                    ("contractive", "contraction", "contraction"),
                                                    ("variational", "kl_weight", "kl")])
 def test_penalty_is_a_separate_training_term_scaled_by_its_weight(variant, option, term):
-    model = build_autoencoder(16, 3, 5, variant, **{option: 10.0})
+    model = build_autoencoder(image_size=16, channels=3, code_size=5, variant=variant, **{option: 10.0})
     x = np.random.default_rng(1).random((4, 16, 16, 3)).astype("float32")
     model(x, training=False)
     assert len(model.losses) == 0  # inference adds nothing
     terms = model.loss_terms(x)
     assert set(terms) == {term, "reconstruction"} and float(terms[term]) > 0
     assert term in model.term_names()  # reported in the history under its own name
-    weak = build_autoencoder(16, 3, 5, variant, **{option: 1e-6})
+    weak = build_autoencoder(image_size=16, channels=3, code_size=5, variant=variant, **{option: 1e-6})
     weak(x)
     weak.set_weights(model.get_weights())
     assert float(weak.loss_terms(x)[term]) < float(terms[term])  # the weight scales the penalty
@@ -110,7 +111,7 @@ def test_brightness_scales_each_image_by_one_factor():
 
 def test_only_the_denoising_variant_corrupts():
     for variant in VARIANTS:
-        model = build_autoencoder(16, 3, 5, variant, zoom=0.1, brightness=0.1)
+        model = build_autoencoder(image_size=16, channels=3, code_size=5, variant=variant, zoom=0.1, brightness=0.1)
         levels = (model.corruption.noise_std, model.corruption.occlusion, model.corruption.salt_pepper,
                   model.corruption.zoom, model.corruption.brightness)
         assert (max(levels) > 0) == (variant == "denoising"), variant
@@ -138,7 +139,7 @@ def test_unit_codes_have_length_one_and_reconstruct_from_the_latent(pixels, tmp_
 def test_the_code_space_evens_out_the_latent_directions_by_the_configured_power(power, pixels):
     from encoder.train import fit_code_space
 
-    model = build_autoencoder(16, 3, 6, "sparse")
+    model = build_autoencoder(image_size=16, channels=3, code_size=6, variant="sparse")
     z = np.asarray(model.latent(pixels.astype("float32") / 255.0)).astype(np.float64)  # (48, 6)
     center, basis = fit_code_space(model, pixels, power, batch_size=20)  # batches of 20: the join is exercised
     np.testing.assert_allclose(center, z.mean(0), atol=1e-5)

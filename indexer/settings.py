@@ -1,0 +1,56 @@
+"""Settings as data: the `Setting` record, reading a table of them from the environment, and the indexer's table.
+
+The server's table (search_api.settings) is built from the same record; the README's settings tables are checked
+against both by tests/test_settings.py.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from encoder.options import whole_number
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A setting: config key, LOOKALIKE_* variable, default, parser and one line of help."""
+
+    key: str
+    env: str
+    default: Any
+    parse: Callable[[str], Any]
+    help: str
+    flag: str | None = None  # the command-line option, where there is one
+    secret: bool = False  # never echoed, even when malformed
+
+
+def from_environment(table: tuple[Setting, ...], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Defaults overridden by LOOKALIKE_* variables; a malformed value raises ValueError naming the variable."""
+    environ = os.environ if environ is None else environ
+    config: dict[str, Any] = {}
+    for setting in table:
+        raw = environ.get(setting.env)
+        if raw is None or raw == "":
+            config[setting.key] = setting.default
+            continue
+        try:
+            config[setting.key] = setting.parse(raw)
+        except ValueError as why:
+            shown = "<hidden>" if setting.secret else repr(raw[:40])
+            raise ValueError(f"{setting.env}={shown}: {why}") from None
+    return config
+
+
+# `indexer build` and `indexer train`. Their flags override these; the training flags come from encoder.options.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("WORKERS", "LOOKALIKE_WORKERS", 0, whole_number(0, 1000),
+            "decoding processes while indexing (0: one per core); they take turns with TensorFlow's encoding "
+            "threads", "--workers"),
+    Setting("MAX_TRAIN_IMAGES", "LOOKALIKE_MAX_TRAIN_IMAGES", 10_000, whole_number(1),
+            "train on a random sample of at most this many images", "--max-train-images"),
+    Setting("COMMIT_BATCH", "LOOKALIKE_COMMIT_BATCH", 1024, whole_number(1),
+            "images committed per transaction: the most an interruption can cost", "--batch"),
+)
+
+DEFAULTS: dict[str, Any] = {s.key: s.default for s in SETTINGS}
