@@ -131,8 +131,8 @@ def load_demo(folder: Path = DEMO) -> Dataset:
     """The demo photos through the product's own path: the input size `indexer build` picks, load_image's pixels."""
     from encoder.preprocess import load_image
     from encoder.options import TrainConfig
-    from indexer.build import natural_image_size
     from indexer.scan import scan
+    from indexer.training_sample import natural_image_size
 
     entries = [e for e in scan(folder).images if "/" in e.relpath]
     size = natural_image_size(folder, entries, TrainConfig().image_size)

@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS images (
     height INTEGER NOT NULL,
     code BLOB NOT NULL,                     -- float32 little-endian, code_size values
     recon_error REAL,                       -- mean squared reconstruction error per pixel, in [0, 1]; NULL when
-                                            -- not measured (indexing measures a sample: see indexer.build)
+                                            -- not measured (indexing measures a sample: see indexer.engine)
     indexed_at REAL NOT NULL,
     sketch BLOB                             -- 16x16 grey uint8 (indexer.copies); NULL in catalogues made before it
 );

@@ -129,7 +129,7 @@ def test_parallel_decoding_in_worker_processes(tmp_path):
 
 
 def test_decoding_stream_is_bounded_and_can_stop_early(tmp_path, monkeypatch):
-    import indexer.build as pipeline
+    import indexer.decode as pipeline
     from indexer.scan import scan
 
     images = tmp_path / "images"
@@ -149,8 +149,8 @@ def test_decoding_stream_is_bounded_and_can_stop_early(tmp_path, monkeypatch):
 
 
 def test_input_size_follows_small_collections(tmp_path):
-    from indexer.build import natural_image_size
     from indexer.scan import scan
+    from indexer.training_sample import natural_image_size
 
     small, large = tmp_path / "small", tmp_path / "large"
     write_images(small, 12)  # 48x48 pictures: trained at their own size, not blown up to 64
