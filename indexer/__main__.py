@@ -47,9 +47,9 @@ def _add_setting(p: argparse.ArgumentParser, setting: settings.Setting, value: A
                    default=value, metavar="N", help=f"{setting.help} ({setting.env}, default {setting.default})")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m indexer") -> argparse.ArgumentParser:
     env = _setting_defaults()
-    parser = argparse.ArgumentParser(prog="python -m indexer", description="Index image folders for lookalike.")
+    parser = argparse.ArgumentParser(prog=prog, description="Index image folders for lookalike.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     # The same flags after the sub-command; SUPPRESS keeps them from resetting a value given before it.
@@ -196,9 +196,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m indexer") -> int:
+    """Entry point; returns the exit status. `prog` names the command in usage lines (`lookalike` passes its own)."""
+    args = _parser(prog).parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which SIMD build loaded is not news

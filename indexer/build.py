@@ -17,7 +17,9 @@ from pathlib import Path
 
 from encoder import store
 from encoder.preprocess import IMAGE_EXTENSIONS
-from encoder.train import TrainConfig, plateau_warning
+from encoder.options import TrainConfig
+from encoder.train import plateau_warning
+from indexer import settings
 from indexer.catalog import Catalog
 from indexer.collection import MODEL_KEY, check_model_matches, load_vectors
 from indexer.commit import SKIPPED_FILE, commit_batches, write_skip_report
@@ -55,9 +57,9 @@ class BuildOptions:
     variant: str | None = None
     training: dict = field(default_factory=dict)  # other TrainConfig fields (corruption levels, penalty weights)
     retrain: bool = False
-    max_train_images: int = 10_000
-    workers: int = 0  # 0: one per core
-    commit_every: int = 1024  # images per transaction: the most a crash can cost
+    max_train_images: int = settings.DEFAULTS["MAX_TRAIN_IMAGES"]
+    workers: int = settings.DEFAULTS["WORKERS"]  # 0: one per core
+    commit_every: int = settings.DEFAULTS["COMMIT_BATCH"]  # images per transaction: the most a crash can cost
     error_sample: int = ERROR_SAMPLE  # images whose reconstruction error is measured (0: none)
     progress: bool = True
 

@@ -27,8 +27,8 @@ def _shown(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _parser(defaults: dict) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m search_api", description="Serve a lookalike collection.")
+def _parser(defaults: dict, prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Serve a lookalike collection.")
     for setting in settings.SETTINGS:
         if setting.flag:
             default = "" if setting.default is None else f", default {_shown(setting.default)}"
@@ -37,14 +37,14 @@ def _parser(defaults: dict) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse settings, load the collection once, serve until interrupted."""
+def main(argv: list[str] | None = None, prog: str = "python -m search_api") -> int:
+    """Parse settings, load the collection once, serve until interrupted; `prog` names the command in usage."""
     try:
         defaults = settings.from_environment()
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    config = {**defaults, **vars(_parser(defaults).parse_args(argv))}
+    config = {**defaults, **vars(_parser(defaults, prog).parse_args(argv))}
     logging.basicConfig(level=config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:

@@ -55,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] == SERVE:
         from search_api.__main__ import main as serve
 
-        return serve(argv[1:])
+        return serve(argv[1:], prog="lookalike serve")
     from indexer.__main__ import main as index
 
-    return index(argv)  # an unknown command gets the indexer's usage error, which lists its choices
+    return index(argv, prog="lookalike")  # an unknown command gets the indexer's usage error, which lists its choices
 
 
 if __name__ == "__main__":

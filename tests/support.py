@@ -48,7 +48,8 @@ def run_cli(*args: str, check: bool = True, timeout: float = 300,
 
 def _run_in_process(args: tuple[str, ...]) -> subprocess.CompletedProcess:
     module, argv = args[0], list(args[1:])
-    main = importlib.import_module(f"{module}.__main__").main
+    target = importlib.import_module(module)  # a package runs its __main__, a module (search_api.console) itself
+    main = getattr(target, "main", None) or importlib.import_module(f"{module}.__main__").main
     out, err = io.StringIO(), io.StringIO()
     # main()'s logging.basicConfig does nothing under pytest (the root logger already has pytest's handlers), so
     # log lines reach the captured stderr through a handler of our own, at the level the flags ask for.

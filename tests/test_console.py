@@ -43,8 +43,9 @@ def test_version_and_bare_command():
 
 def test_sub_commands_reach_the_indexer_and_the_server_parsers():
     build = run_cli("search_api.console", "build", "--help").stdout
-    assert "--epochs" in build and "--time-budget" in build
+    assert "--epochs" in build and "--time-budget" in build and build.startswith("usage: lookalike build ")
     serve = run_cli("search_api.console", "serve", "--help").stdout
+    assert serve.startswith("usage: lookalike serve ")
     assert "--index" in serve and "--threads" in serve and "--max-upload-mb" in serve
     unknown = run_cli("search_api.console", "nonsense", check=False)
     assert unknown.returncode == 2 and "invalid choice: 'nonsense'" in unknown.stderr
