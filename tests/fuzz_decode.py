@@ -48,8 +48,8 @@ def seed_corpus(folder: Path) -> None:
 
     for i, finding in enumerate(FINDINGS):
         (folder / f"finding-{i:02d}").write_bytes(base64.b64decode(finding))
-    from tests.support import make_image
     from tests.hostile import corpus
+    from tests.support import make_image
 
     for i, h in enumerate(corpus()):
         if len(h.data) < 200_000:  # libFuzzer mutates better from small seeds

@@ -27,7 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_ARGS = ["--epochs", "2", "--image-size", "16", "--code-size", "8", "--variant", "conv"]  # crash safety is
-# about the writes: the quickest encoder to train keeps 20 kills within the time limit on a slow machine
+# about the writes: the quickest encoder to train keeps the kills within the time limit on a slow machine
 BATCH = "32"  # images per transaction: many commit points for the kills to fall between
 
 

@@ -449,6 +449,7 @@ def test_bad_images_are_400(via, name):
         assert error["message"].startswith("cannot use this image")
 
 
+@pytest.mark.slow
 def test_decompression_bombs_are_refused_as_such(via):
     for data in (bomb_png(30_000, 30_000), real_bomb_png()):
         error = assert_envelope(via.post("/api/search", body=data), 400, "invalid_image")

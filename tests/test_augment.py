@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from encoder.augment import EditStrengths, Edits
+from encoder.augment import Edits, EditStrengths
 from tests.support import make_image
 
 OFF = {name: 0.0 for name in ("crop", "flip", "colour", "grey", "resize", "jpeg", "occlusion", "noise")}

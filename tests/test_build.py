@@ -26,6 +26,7 @@ def ids_by_path(index_dir) -> dict[str, int]:
         return {r.relpath: r.id for r in cat.records(cat.all_codes(8)[0]).values()}
 
 
+@pytest.mark.slow
 def test_incremental_runs_add_change_and_drop(tmp_path):
     images, index = tmp_path / "images", tmp_path / "index"
     write_images(images, 12)
@@ -59,6 +60,7 @@ def test_incremental_runs_add_change_and_drop(tmp_path):
         collection.close()
 
 
+@pytest.mark.slow
 def test_bad_files_are_skipped_reported_and_not_retried(tmp_path):
     images, index = tmp_path / "images", tmp_path / "index"
     write_images(images, 8)
@@ -81,6 +83,7 @@ def test_bad_files_are_skipped_reported_and_not_retried(tmp_path):
     assert fixed.indexed == 1 and len(fixed.skipped) == 3
 
 
+@pytest.mark.slow
 def test_grey_collection_gets_a_single_channel_model(tmp_path):
     images, index = tmp_path / "images", tmp_path / "index"
     images.mkdir()
@@ -90,6 +93,7 @@ def test_grey_collection_gets_a_single_channel_model(tmp_path):
     assert store.read_info(index)["channels"] == 1
 
 
+@pytest.mark.slow
 def test_model_stamp_mismatch_is_refused(tmp_path):
     images, index, other = tmp_path / "images", tmp_path / "index", tmp_path / "other"
     write_images(images, 10)
@@ -107,6 +111,7 @@ def test_model_stamp_mismatch_is_refused(tmp_path):
     Collection.open(index).close()
 
 
+@pytest.mark.slow
 def test_conflicting_options_and_fatal_errors(tmp_path):
     images, index = tmp_path / "images", tmp_path / "index"
     write_images(images, 10)
@@ -121,6 +126,7 @@ def test_conflicting_options_and_fatal_errors(tmp_path):
         build(tmp_path / "missing", tmp_path / "index3", BuildOptions(**TINY))
 
 
+@pytest.mark.slow
 def test_parallel_decoding_in_worker_processes(tmp_path):
     images, index = tmp_path / "images", tmp_path / "index"
     write_images(images, 80)  # above the in-process threshold, so a spawn pool decodes
@@ -148,6 +154,7 @@ def test_decoding_stream_is_bounded_and_can_stop_early(tmp_path, monkeypatch):
     assert time.monotonic() - started < 60
 
 
+@pytest.mark.slow
 def test_input_size_follows_small_collections(tmp_path):
     from indexer.scan import scan
     from indexer.training_sample import natural_image_size
@@ -171,6 +178,7 @@ def test_input_size_follows_small_collections(tmp_path):
     assert store.read_info(index)["image_size"] == 24
 
 
+@pytest.mark.slow
 def test_reconstruction_errors_are_measured_for_a_sample_and_codes_do_not_depend_on_it(tmp_path):
     images = tmp_path / "images"
     write_images(images, 60)

@@ -6,6 +6,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from encoder.embed import Encoder
 from encoder.variants import DEFAULT_VARIANT
@@ -56,6 +57,7 @@ def test_search_finds_the_query_itself_first(tiny_collection):
     assert distances == sorted(distances) and distances[0] < distances[1]
 
 
+@pytest.mark.slow
 def test_build_train_and_retrain_on_a_fresh_folder(tmp_path):
     images, index = tmp_path / "images", tmp_path / "index"
     write_images(images, 12)
@@ -108,6 +110,7 @@ def test_bad_query_image_is_a_clear_error(tiny_collection, tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: ")
 
 
+@pytest.mark.slow
 def test_changed_and_deleted_files_through_the_cli(tmp_path):
     images, index = tmp_path / "images", tmp_path / "index"
     paths = write_images(images, 12)
@@ -120,30 +123,21 @@ def test_changed_and_deleted_files_through_the_cli(tmp_path):
     assert (summary["indexed"], summary["unchanged"], summary["removed"], summary["images"]) == (3, 10, 1, 13)
 
 
-def test_relative_paths_work_from_any_folder(tiny_collection, tmp_path):
+@pytest.mark.slow
+def test_relative_paths_work_from_any_folder(tiny_collection, tmp_path, monkeypatch):
     # Users type `--index demo-index`; every command must accept paths relative to where they run it.
     import shutil
-    import subprocess
-    import sys
-
-    from tests.support import REPO
 
     work = tmp_path / "work"
     shutil.copytree(tiny_collection.images_dir, work / "photos")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", *args], cwd=work, env=env, capture_output=True, text=True,
-                              timeout=300)
-
-    built = run("indexer", "build", "photos", "--index", "idx", "--quiet", *TINY)
-    assert built.returncode == 0, built.stderr
-    assert json.loads(run("indexer", "info", "--index", "idx").stdout)["images"] == 40
-    found = run("indexer", "search", "--index", "idx", "photos/pngs/img_0105.png", "-k", "1")
-    assert found.returncode == 0, found.stderr
+    monkeypatch.chdir(work)
+    run_cli("indexer", "build", "photos", "--index", "idx", "--quiet", *TINY)
+    assert json.loads(run_cli("indexer", "info", "--index", "idx").stdout)["images"] == 40
+    found = run_cli("indexer", "search", "--index", "idx", "photos/pngs/img_0105.png", "-k", "1")
     assert json.loads(found.stdout)["results"][0]["path"] == "pngs/img_0105.png"
 
 
+@pytest.mark.slow
 def test_variant_is_chosen_at_training_and_shown_by_info(tmp_path):
     images, index = tmp_path / "images", tmp_path / "index"
     write_images(images, 12)

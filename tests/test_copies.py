@@ -12,6 +12,8 @@ from PIL import Image, ImageDraw, ImageEnhance
 from indexer.copies import SHORTLIST, SKETCH_BYTES, copy_first, find_copy, sketches, trimmed_distances
 from tests.support import REPO, run_cli, start_server, stop_server
 
+pytestmark = pytest.mark.slow  # every test here trains, kills or serves: `make test-fast` leaves them out
+
 PHOTOS = REPO / "data" / "images"
 PER_CLASS = 5  # 30 classes x 5 = 150 photos: more than the check's shortlist, so the codes must shortlist the original
 

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from search_api.client import SearchClient
 from tests.support import TINY, run_cli, start_server, stop_server, write_images
+
+pytestmark = pytest.mark.slow  # every test here trains, kills or serves: `make test-fast` leaves them out
 
 
 def test_index_serve_and_search_every_image_finds_itself(tmp_path):

@@ -3,12 +3,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # every test here trains, kills or serves: `make test-fast` leaves them out
+
 REPO = Path(__file__).resolve().parents[1]
+RUNS = 8000  # a bounded smoke run in `make test`; tests/fuzz_decode.py documents the long one
 
 
 def test_fuzzing_the_decoder_finds_nothing(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "tests.fuzz_decode", "-runs=20000", "-seed=1",
+    done = subprocess.run([sys.executable, "-m", "tests.fuzz_decode", f"-runs={RUNS}", "-seed=1",
                            f"-artifact_prefix={tmp_path}/"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "Done 20000 runs" in done.stderr
+    assert f"Done {RUNS} runs" in done.stderr
     assert not list(tmp_path.glob("crash-*")) and not list(tmp_path.glob("timeout-*"))

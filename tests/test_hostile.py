@@ -12,8 +12,8 @@ from encoder.preprocess import load_image
 from indexer.build import BuildOptions, build
 from indexer.catalog import Catalog
 from search_api.app import create_app
-from tests.support import write_images
 from tests.hostile import corpus, upright, with_orientation
+from tests.support import write_images
 
 CORPUS = corpus()
 

@@ -10,6 +10,8 @@ import pytest
 
 from tests.support import TINY, run_cli, write_images
 
+pytestmark = pytest.mark.slow  # every test here trains, kills or serves: `make test-fast` leaves them out
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -4,6 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # every test here trains, kills or serves: `make test-fast` leaves them out
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -104,6 +104,7 @@ def test_a_bad_indexer_setting_is_one_line_from_the_shell():
     assert proc.stderr.strip().splitlines() == ["error: LOOKALIKE_WORKERS='x': expected a whole number from 0 to 1000"]
 
 
+@pytest.mark.slow
 def test_the_model_takes_its_options_and_gives_them_back(tmp_path):
     from encoder.model import Autoencoder, build_autoencoder
 

@@ -4,8 +4,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.evaluate import (average_precision_at_k, evaluate, knn, mean_average_precision, precision_at_k,
-                              recall_at_1, relevant_counts)
+from indexer.evaluate import (
+    average_precision_at_k,
+    evaluate,
+    knn,
+    mean_average_precision,
+    precision_at_k,
+    recall_at_1,
+    relevant_counts,
+)
 
 
 def test_precision_at_k_perfect_mixed_and_none():

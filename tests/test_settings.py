@@ -161,6 +161,7 @@ def one_line_error(proc: subprocess.CompletedProcess | subprocess.Popen, stderr:
     return last
 
 
+@pytest.mark.slow
 def test_bad_starts_are_one_line_not_a_traceback(tmp_path, tiny_collection):
     """Every way a start can fail ends with exit status 2 and one `error: ...` line. The cases run side by side:
     several load TensorFlow before they fail."""
@@ -197,6 +198,7 @@ def test_bad_starts_are_one_line_not_a_traceback(tmp_path, tiny_collection):
         assert expected in one_line_error(proc, stderr), (args, stderr)
 
 
+@pytest.mark.slow
 def test_settings_reach_the_running_server(tiny_collection):
     """Environment variables configure the real server, and a flag beats its variable."""
     server = start_server(tiny_collection.index_dir, tiny_collection.images_dir, tiny_collection.images,

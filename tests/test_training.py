@@ -12,8 +12,8 @@ from encoder import store
 from encoder.embed import Encoder
 from encoder.layers import FusedBatchNorm
 from encoder.model import build_autoencoder, start_from_pca
-from encoder.preprocess import load_image
 from encoder.options import TrainConfig
+from encoder.preprocess import load_image
 from encoder.train import mean_image_loss, plateau_warning, reconstruction_loss, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,6 +53,7 @@ def test_untrained_model_starts_below_the_mean_image(photos):
     np.testing.assert_allclose(reconstruction_loss(plain, held_out), mean_image_loss(train_x, held_out), rtol=0.05)
 
 
+@pytest.mark.slow
 def test_held_out_loss_after_one_epoch_is_at_most_half_the_mean_image(photos, tmp_path):
     # 270 training images, a batch of 16: 16 steps make the first epoch. The default recipe, budget of 2 epochs.
     info = train(photos, quick(epochs=2, steps=0), tmp_path)
@@ -63,6 +64,7 @@ def test_held_out_loss_after_one_epoch_is_at_most_half_the_mean_image(photos, tm
     assert plateau_warning(info) is None
 
 
+@pytest.mark.slow
 def test_a_model_that_learnt_nothing_is_reported(tmp_path):
     noise = np.random.default_rng(3).integers(0, 256, (200, 16, 16, 3), dtype=np.uint8)  # nothing to learn
     info = train(noise, TrainConfig(image_size=16, code_size=8, steps=10), tmp_path)
@@ -70,6 +72,7 @@ def test_a_model_that_learnt_nothing_is_reported(tmp_path):
     assert warning is not None and "mean image" in warning and "\n" not in warning
 
 
+@pytest.mark.slow
 def test_step_budget_is_exact_and_every_term_is_recorded(photos, tmp_path):
     info = train(photos[:100], quick(steps=13), tmp_path)
     t = info["training"]
@@ -84,6 +87,7 @@ def test_step_budget_is_exact_and_every_term_is_recorded(photos, tmp_path):
     assert (tmp_path / store.CURVE_FILE).read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.slow
 def test_same_images_and_seed_give_the_same_model(photos, tmp_path):
     a = train(photos[:100], quick(steps=10), tmp_path / "a")["training"]
     b = train(photos[:100], quick(steps=10), tmp_path / "b")["training"]
@@ -95,6 +99,7 @@ def test_same_images_and_seed_give_the_same_model(photos, tmp_path):
     assert c["history"] != a["history"]
 
 
+@pytest.mark.slow
 def test_wall_clock_cap_is_an_option(photos, tmp_path):
     info = train(photos[:100], quick(steps=100_000, time_budget=2.0), tmp_path)
     t = info["training"]
@@ -112,6 +117,7 @@ def test_automatic_budget():
     assert config.batch_for(100) == 16 and config.batch_for(1_000_000) == config.batch_size
 
 
+@pytest.mark.slow
 def test_a_model_of_another_format_is_refused_with_advice(photos, tmp_path):
     train(photos[:40], TrainConfig(image_size=32, code_size=8, steps=2), tmp_path)
     info = json.loads((tmp_path / store.INFO_FILE).read_text())

@@ -23,6 +23,7 @@ def pixels() -> np.ndarray:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.slow
 def test_variant_trains_saves_loads_and_encodes(variant, pixels, tmp_path):
     info = train(pixels, TrainConfig(image_size=16, code_size=6, variant=variant, epochs=2, batch_size=16), tmp_path)
     sidecar = json.loads((tmp_path / "encoder.json").read_text())
@@ -72,6 +73,7 @@ def test_penalty_is_a_separate_training_term_scaled_by_its_weight(variant, optio
     assert float(weak.loss_terms(x)[term]) < float(terms[term])  # the weight scales the penalty
 
 
+@pytest.mark.slow
 def test_sparse_penalty_shrinks_codes(pixels, tmp_path):
     config = dict(image_size=16, code_size=6, epochs=3, batch_size=16, unit_code=False)  # compare raw lengths
     train(pixels, TrainConfig(variant="conv", **config), tmp_path / "conv")
@@ -117,6 +119,7 @@ def test_only_the_denoising_variant_corrupts():
         assert (max(levels) > 0) == (variant == "denoising"), variant
 
 
+@pytest.mark.slow
 def test_unit_codes_have_length_one_and_reconstruct_from_the_latent(pixels, tmp_path):
     train(pixels, TrainConfig(image_size=16, code_size=6, variant="sparse", epochs=2, batch_size=16,
                               unit_code=True), tmp_path)

@@ -214,6 +214,7 @@ def test_a_build_waits_out_a_short_write_but_not_another_build(collection, monke
             pass
 
 
+@pytest.mark.slow
 def test_searches_during_writes_see_no_errors_and_a_restart_keeps_the_writes(collection):
     images, index = collection
     server = start_server(index, images, [], extra_env={"LOOKALIKE_API_TOKEN": TOKEN})
@@ -259,6 +260,7 @@ def test_searches_during_writes_see_no_errors_and_a_restart_keeps_the_writes(col
         stop_server(server)
 
 
+@pytest.mark.slow
 def test_the_python_client_adds_and_deletes(collection):
     from search_api.client import SearchClient, SearchError
 
