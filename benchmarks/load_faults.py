@@ -66,7 +66,8 @@ def run(images: Path, index: Path, seconds: float, threads: int) -> dict:
         with requests.Session() as session:
             while time.monotonic() < deadline:
                 bad = rng.random() < 0.1
-                name, data = (lambda h: (h.name, h.data))(rng.choice(hostile)) if bad else ("q.jpg", rng.choice(queries))
+                pick = rng.choice(hostile) if bad else None
+                name, data = (pick.name, pick.data) if pick else ("q.jpg", rng.choice(queries))
                 started = time.perf_counter()
                 try:
                     r = session.post(f"{server.url}/api/search?k=10", files={"image": (name, data)}, timeout=30)
@@ -184,7 +185,8 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "load_faults.json").write_text(json.dumps(result, indent=2) + "\n")
     table = ["| Seconds | Clients | Searches | Hostile uploads (4xx) | Writes | Deletes | Queries/s | p50 / p99 ms "
-             "| 5xx | Other errors | Lost writes | Resurrected deletes |", "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+             "| 5xx | Other errors | Lost writes | Resurrected deletes |",
+             "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
              f"| {result['seconds']} | {result['threads']} + 1 writer | {result['searches']:,} | {result['hostile']:,} "
              f"| {result['writes']} | {result['deletes']} | {result['queries_per_s']} | {result['p50_ms']} / "
              f"{result['p99_ms']} | {result['server_errors']} | {result['other_errors']} | {result['lost_writes']} "

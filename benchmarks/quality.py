@@ -46,9 +46,9 @@ import struct
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -57,9 +57,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from quality_report import TITLES, markdown, targets, write  # noqa: E402
+
 from indexer.copies import SHORTLIST, copy_first, sketches  # noqa: E402
 from indexer.evaluate import copy_recall_at_1, evaluate, knn  # noqa: E402  (FAISS loads lazily, inside them)
-from quality_report import TITLES, markdown, targets, write  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 DEMO = REPO / "data" / "images"
@@ -129,8 +130,8 @@ def load_cifar(folder: Path) -> Dataset:
 
 def load_demo(folder: Path = DEMO) -> Dataset:
     """The demo photos through the product's own path: the input size `indexer build` picks, load_image's pixels."""
-    from encoder.preprocess import load_image
     from encoder.options import TrainConfig
+    from encoder.preprocess import load_image
     from indexer.scan import scan
     from indexer.training_sample import natural_image_size
 
@@ -429,7 +430,8 @@ def run_dataset(ds: Dataset, variants: list[str], steps: int | None, whitening: 
                 t = method.training
                 say(f"{ds.name} · {variant}: trained in {t['seconds']:.1f}s ({t['steps_run']} steps of "
                     f"{t['batch_size']}, {t['images_per_second']:.0f} images/s; held-out loss "
-                    f"{t['final_val_loss'] or float('nan'):.5f}, mean image {t['mean_image_loss'] or float('nan'):.5f})")
+                    f"{t['final_val_loss'] or float('nan'):.5f}, "
+                    f"mean image {t['mean_image_loss'] or float('nan'):.5f})")
                 record(method)
                 for power in whitening:
                     record(whitened(method, ds.train_x, power))

@@ -192,8 +192,9 @@ def measure_indexing(name: str, folder: Path, files: list[str], work: Path, epoc
     _, rerun_s = cli("build", str(folder), "--index", str(index))
     return {"files": len(files), "decode_per_s": round(decode, 1), "pipeline_per_s": round(pipeline, 1),
             "wall_per_s": round(built["indexed"] / build_s, 1), "wall_seconds": round(build_s, 2),
-            "timings": built["timings"], "in_process_timings": again["timings"], "encoder_alone_per_s": alone["encode"],
-            "encoder_with_error_per_s": alone["encode_with_error"], "naive_per_s": round(naive, 1), "naive_files": naive_n,
+            "timings": built["timings"], "in_process_timings": again["timings"],
+            "encoder_alone_per_s": alone["encode"], "encoder_with_error_per_s": alone["encode_with_error"],
+            "naive_per_s": round(naive, 1), "naive_files": naive_n,
             "over_decode": round(pipeline / decode, 3), "over_naive": round(pipeline / naive, 1),
             "train_seconds": round(train_s, 1), "epochs": epochs, "unchanged_rerun_seconds": round(rerun_s, 2),
             "index": str(index)}

@@ -8,6 +8,7 @@ step, so making views costs no Python per image and no extra decoding.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import keras
 import numpy as np
@@ -62,7 +63,8 @@ class Edits(keras.layers.Layer):
 
     def __init__(self, strengths: dict | None = None, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.s = EditStrengths(**{k: tuple(v) if isinstance(v, list) else v for k, v in (strengths or {}).items()})
+        given: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in (strengths or {}).items()}
+        self.s = EditStrengths(**given)  # JSON brings ranges back as lists
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._dct = _dct_matrix()

@@ -33,7 +33,7 @@ class Encoder:
         self._reconstruct = tf.function(self._reconstruct_graph, input_signature=spec)
 
     @classmethod
-    def load(cls, index_dir: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) -> "Encoder":
+    def load(cls, index_dir: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) -> Encoder:
         """Load the collection's model after verifying its sha256; Keras safe mode stays on."""
         import keras
 

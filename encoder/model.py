@@ -27,7 +27,7 @@ def downsampling_plan(image_size: int, max_steps: int = 4) -> tuple[int, int]:
     return steps, side
 
 
-def start_from_pca(model: "Autoencoder", pixels: np.ndarray) -> None:
+def start_from_pca(model: Autoencoder, pixels: np.ndarray) -> None:
     """Set the linear shortcut to the PCA of the coarse training images, and the output bias to their mean image.
 
     pixels: (n, S, S, C) uint8. The untrained model is then a coarse PCA autoencoder: below the mean-image loss
@@ -244,7 +244,8 @@ class Autoencoder(keras.Model):
 
     def term_names(self) -> tuple[str, ...]:
         """The names the training history reports: the total and each term of the loss."""
-        own = {"variational": ("kl",), "sparse": ("sparsity",), "contractive": ("contraction",)}.get(self.variant, ())
+        own: tuple[str, ...] = {"variational": ("kl",), "sparse": ("sparsity",),
+                                "contractive": ("contraction",)}.get(self.variant, ())
         if self.invariant:
             own = ("contrastive",) if self.consistency == "infonce" else ("invariance", "variance", "covariance")
         return ("loss", "reconstruction", *own)
@@ -298,7 +299,8 @@ class Autoencoder(keras.Model):
         terms = {}
         if self.variant == "variational":
             mean, log_var = h[:, : self.code_size], h[:, self.code_size :]  # (B, code) each
-            h = mean + ops.exp(0.5 * log_var) * keras.random.normal(ops.shape(mean), seed=self.corruption.seed_generator)
+            noise = keras.random.normal(ops.shape(mean), seed=self.corruption.seed_generator)  # (B, code)
+            h = mean + ops.exp(0.5 * log_var) * noise
             kl = -0.5 * ops.mean(ops.sum(1.0 + log_var - ops.square(mean) - ops.exp(log_var), axis=1))
             terms["kl"] = self.kl_weight * kl / self._pixels
         elif self.variant == "sparse":

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
-from typing import Any, Callable
+from typing import Any
 
 from encoder.variants import DEFAULT_VARIANT, VARIANTS
 
@@ -71,7 +72,9 @@ def option(default: Any, help: str, flag: bool = False, parse: Callable[[str], A
 
 def default_of(f: Field) -> Any:
     """A field's default value (calling its factory when it has one)."""
-    return f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+    if f.default is MISSING and f.default_factory is not MISSING:
+        return f.default_factory()
+    return f.default
 
 
 @dataclass

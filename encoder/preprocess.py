@@ -11,7 +11,7 @@ import struct
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -28,7 +28,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", 
 # Pillow's decompression-bomb guard stays on (Image.MAX_IMAGE_PIXELS): past it Pillow warns, past twice that it
 # raises. `_decoding` turns the warning into a refusal too, so no single upload can make us allocate gigabytes.
 
-ImageSource = Union[bytes, bytearray, memoryview, str, os.PathLike, BinaryIO]
+ImageSource = bytes | bytearray | memoryview | str | os.PathLike | BinaryIO
 
 
 class ImageError(ValueError):

@@ -74,7 +74,8 @@ def read_info(index_dir: str | os.PathLike) -> dict[str, Any]:
     try:
         info = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ModelError(f"no encoder in {index_dir}: run `python -m indexer build IMAGES_DIR --index {index_dir}`") from None
+        raise ModelError(f"no encoder in {index_dir}: run "
+                         f"`python -m indexer build IMAGES_DIR --index {index_dir}`") from None
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path} is unreadable ({exc}); retrain with `python -m indexer train`") from None
     for key in ("image_size", "channels", "code_size", "variant", "sha256"):
@@ -111,7 +112,7 @@ def save_model(model, index_dir: str | os.PathLike, training: dict[str, Any]) ->
 
 
 def verified_model_path(index_dir: str | os.PathLike, info: dict[str, Any]) -> Path:
-    """The model file, after checking that this version can read it and its bytes are the ones `encoder.json` records."""
+    """The model file, once this version can read it and its bytes are the ones `encoder.json` records."""
     path = Path(index_dir) / MODEL_FILE
     if not path.is_file():
         raise ModelError(f"{path} is missing; retrain with `python -m indexer build ... --retrain`")

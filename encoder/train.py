@@ -75,29 +75,27 @@ def _progress_callback(total_steps: int):
     return StepProgress()
 
 
-class _StepBudget:
-    """Stops training after exactly `steps` optimiser steps, or earlier at a wall-clock cap when one is set."""
+def _step_budget(steps: int, seconds: float) -> Any:
+    """A callback that stops training after exactly `steps` optimiser steps, or earlier at a wall-clock cap."""
+    import keras
 
-    def __new__(cls, steps: int, seconds: float):
-        import keras
+    class StepBudget(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.started = time.perf_counter()
+            self.steps_run = 0
+            self.stopped_by = "steps"
 
-        class StepBudget(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                self.started = time.perf_counter()
-                self.steps_run = 0
-                self.stopped_by = "steps"
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps_run += 1
+            if self.steps_run >= steps:
+                self.model.stop_training = True
+            elif seconds and time.perf_counter() - self.started > seconds:
+                log.warning("training stopped by the %.0f s time budget after %d of %d steps", seconds,
+                            self.steps_run, steps)
+                self.stopped_by = "time_budget"
+                self.model.stop_training = True
 
-            def on_train_batch_end(self, batch, logs=None):
-                self.steps_run += 1
-                if self.steps_run >= steps:
-                    self.model.stop_training = True
-                elif seconds and time.perf_counter() - self.started > seconds:
-                    log.warning("training stopped by the %.0f s time budget after %d of %d steps", seconds,
-                                self.steps_run, steps)
-                    self.stopped_by = "time_budget"
-                    self.model.stop_training = True
-
-        return StepBudget()
+    return StepBudget()
 
 
 CALIBRATION_IMAGES = 256  # clean training images whose statistics BatchNorm keeps for inference
@@ -205,8 +203,8 @@ def save_loss_curve(history: dict[str, list[float]], checks: list, path: str | o
             label = "training loss (total)" if key == "loss" else f"{key} (weighted)"
             ax.plot(range(1, len(values) + 1), values, label=label, linewidth=1.2)
     if checks:
-        epochs, values = zip(*checks)
-        ax.plot(epochs, values, marker="o", markersize=3, linewidth=2.2, color="black",
+        epochs, held = zip(*checks)
+        ax.plot(epochs, held, marker="o", markersize=3, linewidth=2.2, color="black",
                 label="held-out reconstruction (MSE)")
     if mean_loss:
         ax.axhline(mean_loss, color="grey", linestyle="--", linewidth=1, label="held-out, mean image (MSE)")
@@ -249,7 +247,7 @@ def train(pixels: np.ndarray, config: TrainConfig, index_dir: str | os.PathLike)
         0.0 if warmup else config.learning_rate, decay_steps=max(1, steps - warmup), alpha=0.01,
         warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
     model.compile(optimizer=keras.optimizers.Adam(schedule))
-    budget = _StepBudget(steps, config.time_budget)
+    budget = _step_budget(steps, config.time_budget)
     held_out = _held_out_callback(model, pixels[train_idx], pixels[val_idx], epochs)
     callbacks = [_progress_callback(steps), budget, held_out]
     baseline = mean_image_loss(pixels[train_idx], pixels[val_idx]) if len(val_idx) else None

@@ -6,9 +6,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-
-from typing import Any, Callable
+from typing import Any
 
 from encoder.options import TrainConfig, flag_fields, flag_help, whole_number
 from encoder.store import ModelError
@@ -43,6 +43,7 @@ def _setting_defaults() -> dict[str, Any]:
 
 
 def _add_setting(p: argparse.ArgumentParser, setting: settings.Setting, value: Any) -> None:
+    assert setting.flag, setting.key  # only settings with a flag are added
     p.add_argument(setting.flag, dest=setting.key.lower(), type=_argument_type(setting.parse, setting.key.lower()),
                    default=value, metavar="N", help=f"{setting.help} ({setting.env}, default {setting.default})")
 
@@ -69,16 +70,18 @@ def _parser(prog: str = "python -m indexer") -> argparse.ArgumentParser:
             choices = f.metadata["choices"]
             metavar = f.metadata["metavar"] or (None if choices else "N" if f.type == "int" else "X")
             p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, choices=choices, metavar=metavar,
-                           type=None if choices else _argument_type(f.metadata["parse"], f.name),
+                           type=str if choices else _argument_type(f.metadata["parse"], f.name),
                            help=flag_help(f))  # default None: "the default, or what the model already has"
         _add_setting(p, BY_KEY["MAX_TRAIN_IMAGES"], env["MAX_TRAIN_IMAGES"])
         _add_setting(p, BY_KEY["WORKERS"], env["WORKERS"])
 
-    build = sub.add_parser("build", parents=[common], help="train an encoder if needed, then index new and changed images")
+    build = sub.add_parser("build", parents=[common],
+                           help="train an encoder if needed, then index new and changed images")
     training_args(build)
     build.add_argument("--retrain", action="store_true", help="train a new encoder and re-encode everything")
     _add_setting(build, BY_KEY["COMMIT_BATCH"], env["COMMIT_BATCH"])
-    train = sub.add_parser("train", parents=[common], help="(re)train the encoder only; the next build re-encodes everything")
+    train = sub.add_parser("train", parents=[common],
+                           help="(re)train the encoder only; the next build re-encodes everything")
     training_args(train)
     info = sub.add_parser("info", parents=[common], help="JSON summary of a collection")
     index_arg(info)
@@ -101,7 +104,8 @@ def _options(args: argparse.Namespace):
 
     given = {f.name: getattr(args, f.name) for f in flag_fields(TrainConfig) if getattr(args, f.name) is not None}
     training = {k: v for k, v in given.items() if k not in BUILD_FIELDS}
-    return BuildOptions(**{k: given.get(k) for k in BUILD_FIELDS}, training=training,
+    chosen: dict[str, Any] = {k: given.get(k) for k in BUILD_FIELDS}
+    return BuildOptions(**chosen, training=training,
                         retrain=getattr(args, "retrain", False), max_train_images=args.max_train_images,
                         workers=args.workers, progress=not args.quiet,
                         commit_every=getattr(args, "commit_batch", settings.DEFAULTS["COMMIT_BATCH"]))

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from encoder import store
-from encoder.preprocess import IMAGE_EXTENSIONS
 from encoder.options import TrainConfig
+from encoder.preprocess import IMAGE_EXTENSIONS
 from encoder.train import plateau_warning
 from indexer import settings
 from indexer.catalog import Catalog
@@ -76,7 +76,8 @@ class BuildReport:
     images: int = 0
     seconds: float = 0.0
     model: str = ""
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage: scan, train, load_model, index, vectors
+    # seconds per stage: scan, train, load_model, index, vectors
+    timings: dict[str, float] = field(default_factory=dict)
     vectors: dict = field(default_factory=dict)  # the search index chosen: kind, lists, probes, measured recall@10
 
     def summary(self) -> dict:

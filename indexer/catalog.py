@@ -5,9 +5,9 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -117,7 +117,7 @@ class Catalog:
         """Close the connection."""
         self.conn.close()
 
-    def __enter__(self) -> "Catalog":
+    def __enter__(self) -> Catalog:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -136,7 +136,7 @@ class Catalog:
     @property
     def generation(self) -> int:
         """Bumped on every committed change to the images; the FAISS file records the one it was built from."""
-        return int(self.get_meta("generation", "0"))
+        return int(self.get_meta("generation") or 0)
 
     def bump_generation(self) -> int:
         """Increment the generation inside the current transaction."""
@@ -155,7 +155,8 @@ class Catalog:
 
     def skipped_fingerprints(self) -> dict[str, tuple[int, int, str]]:
         """relpath -> (size, mtime_ns, reason) of files that failed before, so unchanged ones are not retried."""
-        return {r: (s, m, why) for r, s, m, why in self.conn.execute("SELECT relpath, size, mtime_ns, reason FROM skipped")}
+        rows = self.conn.execute("SELECT relpath, size, mtime_ns, reason FROM skipped")
+        return {r: (s, m, why) for r, s, m, why in rows}
 
     def upsert(self, images: Iterable[NewImage]) -> None:
         """Insert or update images by path, keeping the id of a path that was already there."""
@@ -178,7 +179,8 @@ class Catalog:
 
     def record_skipped(self, rows: Iterable[tuple[str, int, int, str]]) -> None:
         """Remember files that could not be indexed: (relpath, size, mtime_ns, reason)."""
-        self.conn.executemany("INSERT OR REPLACE INTO skipped(relpath, size, mtime_ns, reason) VALUES (?, ?, ?, ?)", rows)
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO skipped(relpath, size, mtime_ns, reason) VALUES (?, ?, ?, ?)", rows)
 
     def remove(self, relpaths: Iterable[str]) -> int:
         """Drop images (and skip records) by path; returns how many images were removed."""
@@ -207,7 +209,7 @@ class Catalog:
 
     def ids_of(self, relpaths: list[str]) -> dict[str, int]:
         """relpath -> id for the given paths that are catalogued."""
-        found = {}
+        found: dict[str, int] = {}
         for start in range(0, len(relpaths), 500):  # SQLite caps the parameters of one statement
             chunk = relpaths[start : start + 500]
             marks = ",".join("?" * len(chunk))

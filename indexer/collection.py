@@ -103,7 +103,7 @@ class Collection:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def open(cls, index_dir: str | os.PathLike, save_stale: bool = False) -> "Collection":
+    def open(cls, index_dir: str | os.PathLike, save_stale: bool = False) -> Collection:
         """Open a collection for searching; raise ModelError or FileNotFoundError with advice when it cannot be used.
 
         The catalogue is opened read-only. Vectors older than the catalogue (HTTP writes since the last build) are

@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,7 @@ def knn(xb: np.ndarray, xq: np.ndarray, k: int, metric: str = "l2",
         raise ValueError(f"k must be at least 1, got {k}")
     if metric == "cosine":
         xb, xq = l2_normalise(xb), l2_normalise(xq)
-        index = faiss.IndexFlatIP(xb.shape[1])
+        index: faiss.IndexFlat = faiss.IndexFlatIP(xb.shape[1])
     else:
         index = faiss.IndexFlatL2(xb.shape[1])
     index.add(xb)

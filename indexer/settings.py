@@ -6,8 +6,9 @@ against both by tests/test_settings.py.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from encoder.options import whole_number
 

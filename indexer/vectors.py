@@ -82,7 +82,7 @@ def recall_at(index, queries: np.ndarray, kth_squared: np.ndarray, k: int, nprob
     """Share of the exact top-k found by `index` at `nprobe`, by distance, so ties between equal codes count."""
     import faiss
 
-    squared, ids = index.search(queries, k, params=faiss.SearchParametersIVF(nprobe=nprobe))  # (m, k)
+    squared, ids = index.search(queries, k, params=faiss.SearchParametersIVF(nprobe=nprobe))  # type: ignore[call-arg]  # SWIG stubs  # (m, k)
     good = (ids >= 0) & (squared <= kth_squared[:, None] * (1 + 1e-5) + 1e-6)
     return float(good.mean())
 
@@ -98,7 +98,7 @@ class VectorIndex:
 
     @classmethod
     def build(cls, ids: np.ndarray, codes: np.ndarray, generation: int,
-              exact_limit: int = EXACT_LIMIT) -> "VectorIndex":
+              exact_limit: int = EXACT_LIMIT) -> VectorIndex:
         """A new index over `codes` (n, d) float32 labelled with `ids` (n,) int64, exact or IVF by size."""
         import faiss
 
@@ -170,7 +170,7 @@ class VectorIndex:
             # A deep page (large k) can need more lists than the tuned nprobe holds: widen until it is filled.
             nprobe, nlist = self.nprobe, self.index.nlist
             while True:
-                squared, ids = self.index.search(xq, k, params=faiss.SearchParametersIVF(nprobe=nprobe))
+                squared, ids = self.index.search(xq, k, params=faiss.SearchParametersIVF(nprobe=nprobe))  # type: ignore[call-arg]  # SWIG stubs
                 if nprobe >= nlist or (ids[:, -1] >= 0).all():
                     break
                 nprobe = min(nlist, nprobe * 4)
@@ -196,7 +196,7 @@ class VectorIndex:
                 old.unlink(missing_ok=True)
 
     @classmethod
-    def load(cls, index_dir: str | os.PathLike, expected_generation: int, mmap: bool = True) -> "VectorIndex":
+    def load(cls, index_dir: str | os.PathLike, expected_generation: int, mmap: bool = True) -> VectorIndex:
         """Open the saved index (memory-mapped where faiss can); raise VectorsStale when it cannot be used."""
         import faiss
 
@@ -226,6 +226,6 @@ class VectorIndex:
         if index.ntotal != meta.get("count"):
             raise VectorsStale(f"{path} holds {index.ntotal} vectors, its header says {meta.get('count')}")
         if meta.get("kind") != "exact":
-            index.nprobe = int(meta.get("nprobe", 1))
+            index.nprobe = int(meta.get("nprobe", 1))  # type: ignore[attr-defined]  # an IVF index, read back
         meta = {k: v for k, v in meta.items() if k not in ("format", "generation", "file", "count")}
         return cls(index, int(generation), meta)

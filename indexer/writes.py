@@ -15,10 +15,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -91,7 +91,8 @@ class CollectionWriter:
         marks = sketches(pixels)  # (n, SKETCH_BYTES)
         with self._exclusive():
             known = self.catalog.ids_of([p[0] for p in prepared])  # the uploads already catalogued
-            rows, results = [], {}
+            rows: list = []
+            results: dict[str, bool] = {}  # relpath -> whether this request stored it
             (self.root / UPLOADS).mkdir(exist_ok=True)
             for (relpath, digest, data, decoded), code, error, sketch in zip(prepared, codes, errors, marks):
                 path = self.root / relpath

@@ -180,7 +180,7 @@ def _uploaded_images() -> list[tuple[str, bytes]]:
         uploads = [(f.filename or f"image {i + 1}", f.read()) for i, f in enumerate(files)]
     else:
         uploads = [("body", request.get_data(cache=False))]
-    for i, (name, data) in enumerate(uploads):
+    for i, (_, data) in enumerate(uploads):
         if not data:
             raise ApiError(400, "missing_image", f"image {i + 1} is empty")
     return uploads

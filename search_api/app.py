@@ -30,7 +30,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     Image.MAX_IMAGE_PIXELS = app.config["MAX_PIXELS"]
     configure_threads(app.config["COMPUTE_THREADS"])  # before the engine starts TensorFlow
     set_threads(app.config["SEARCH_THREADS"])
-    app.json.sort_keys = False  # keep results before metadata, as documented
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider's; keep results first
     engine = app.extensions["lookalike.engine"] = Engine(app.config["INDEX_DIR"], app.config["THUMBNAIL_SIZE"],
                                                          writable=bool(app.config.get("API_TOKEN")))
     errors.register(app)

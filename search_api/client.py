@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO
 
 import requests
 
@@ -17,7 +17,7 @@ _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404:
 # PIL modes a PNG holds as they are; anything else (CMYK, YCbCr, HSV, LAB, F) is sent as RGB.
 _PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"})
 
-Query = Union[str, os.PathLike, bytes, bytearray, BinaryIO, Any]  # Any: a PIL image or an (H, W, C) uint8 array
+Query = str | os.PathLike | bytes | bytearray | BinaryIO | Any  # Any: a PIL image or an (H, W, C) uint8 array
 
 
 class SearchError(Exception):
@@ -77,12 +77,12 @@ def _as_bytes(image: Query) -> bytes:
         return bytes(data)
     if hasattr(image, "save") and hasattr(image, "mode"):  # PIL image: sent losslessly
         out = io.BytesIO()
-        (image if image.mode in _PNG_MODES else image.convert("RGB")).save(out, format="PNG")
+        picture: Any = image  # a PIL image, known by its methods: the client does not import Pillow for this
+        (picture if picture.mode in _PNG_MODES else picture.convert("RGB")).save(out, format="PNG")
         return out.getvalue()
     if hasattr(image, "__array_interface__") or hasattr(image, "shape"):  # numpy array
-        from PIL import Image  # only needed for arrays; Pillow is light
-
         import numpy as np
+        from PIL import Image  # only needed for arrays; Pillow is light
 
         array = np.asarray(image)
         if array.dtype != np.uint8 or array.ndim not in (2, 3):
@@ -109,7 +109,7 @@ class SearchClient:
         """Close pooled connections."""
         self.session.close()
 
-    def __enter__(self) -> "SearchClient":
+    def __enter__(self) -> SearchClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -178,7 +178,8 @@ class SearchClient:
 
     def add_images(self, *images: Query) -> list[dict[str, Any]]:
         """Add images to the collection (all or none); returns [{'id', 'path', 'new', 'thumbnail'}] in order."""
-        files = [("image", (f"image{i}", _as_bytes(image), "application/octet-stream")) for i, image in enumerate(images)]
+        files = [("image", (f"image{i}", _as_bytes(image), "application/octet-stream"))
+                 for i, image in enumerate(images)]
         return list(self._request("POST", "/api/images", files=files, headers=self._auth())["added"])
 
     def delete_image(self, image_id: int) -> dict[str, Any]:

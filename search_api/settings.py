@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from encoder.options import positive_number, whole_number
 from indexer.settings import Setting
@@ -33,7 +34,8 @@ def api_token(raw: str) -> str:
 PILLOW_MAX_PIXELS = 89_478_485  # Pillow's own default for Image.MAX_IMAGE_PIXELS (a quarter GB of 24-bit pixels)
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("INDEX_DIR", "LOOKALIKE_INDEX", None, str, "collection folder made by `python -m indexer build`", "--index"),
+    Setting("INDEX_DIR", "LOOKALIKE_INDEX", None, str, "collection folder made by `python -m indexer build`",
+            "--index"),
     Setting("HOST", "LOOKALIKE_HOST", "127.0.0.1", str, "address to listen on (0.0.0.0 exposes it to the network)",
             "--host"),
     Setting("PORT", "LOOKALIKE_PORT", 8000, whole_number(1, 65535), "TCP port", "--port"),

@@ -66,4 +66,5 @@ def test_a_stream_that_dies_leaves_whole_transactions_only(tmp_path):
 
 def test_skip_report_is_one_line_per_file(tmp_path):
     write_skip_report(tmp_path, [("a.jpg", "empty file"), ("b\u00e9.png", "bad\theader\nsecond line")])
-    assert (tmp_path / SKIPPED_FILE).read_text("utf-8") == "path\treason\na.jpg\tempty file\nb\u00e9.png\tbad header second line\n"
+    expected = "path\treason\na.jpg\tempty file\nb\u00e9.png\tbad header second line\n"
+    assert (tmp_path / SKIPPED_FILE).read_text("utf-8") == expected

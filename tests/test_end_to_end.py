@@ -13,8 +13,8 @@ pytestmark = pytest.mark.slow  # every test here trains, kills or serves: `make 
 
 def test_index_serve_and_search_every_image_finds_itself(tmp_path):
     images_dir, index_dir = tmp_path / "photos", tmp_path / "index"
-    paths = (write_images(images_dir, 15, 0, ".jpg", "holiday/day1") + write_images(images_dir, 15, 300, ".png", "scans")
-             + write_images(images_dir, 5, 600, ".webp"))
+    paths = (write_images(images_dir, 15, 0, ".jpg", "holiday/day1")
+             + write_images(images_dir, 15, 300, ".png", "scans") + write_images(images_dir, 5, 600, ".webp"))
     (images_dir / "scans" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     built = json.loads(run_cli("indexer", "build", str(images_dir), "--index", str(index_dir), "--quiet", *TINY).stdout)
     assert built["indexed"] == 35 and built["skipped"] == 1

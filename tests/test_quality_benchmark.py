@@ -49,7 +49,8 @@ def test_quality_benchmark_measures_every_method_and_writes_its_reports(tmp_path
 def test_quality_benchmark_skips_cleanly_without_data(tmp_path):
     out = tmp_path / "out"
     # the demo folder is in the repo, so only the ../shared sets can be absent
-    done = run("--data", str(tmp_path / "nowhere"), "--datasets", "fashion-mnist", "mnist", "cifar10", "--out", str(out))
+    done = run("--data", str(tmp_path / "nowhere"), "--datasets", "fashion-mnist", "mnist", "cifar10",
+               "--out", str(out))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "skipped" in done.stderr + done.stdout and "nothing written" in done.stdout
     assert not out.exists()
