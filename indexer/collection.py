@@ -15,6 +15,7 @@ from indexer.copies import SHORTLIST, copy_first, sketches
 from indexer.live import LiveVectors
 from indexer.lock import CollectionBusy, exclusive
 from indexer.vectors import VectorIndex, VectorsStale
+from indexer.writes import CollectionWriter
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +98,10 @@ class Collection:
 
     index_dir: Path
     encoder: object  # encoder.embed.Encoder; typed loosely so importing this module stays free of TensorFlow
-    catalog: Catalog
+    _catalog: Catalog  # read-only; callers ask the methods below, which hold the lock
     vectors: LiveVectors  # the saved index plus writes made while serving
     # One SQLite connection is shared by the server's threads; the lock keeps their statements apart.
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike, save_stale: bool = False) -> Collection:
@@ -124,11 +125,27 @@ class Collection:
             raise
         return cls(index_dir, encoder, catalog, vectors)
 
+    def __len__(self) -> int:
+        """Images searchable now, writes made while serving included."""
+        return len(self.vectors)
+
     @property
     def images_root(self) -> Path | None:
         """The indexed folder, as recorded by the last build."""
-        root = self.catalog.get_meta("root")
+        with self._lock:
+            root = self._catalog.get_meta("root")
         return Path(root) if root else None
+
+    @property
+    def calibration(self) -> dict:
+        """The score scale and error quantiles measured for this generation ({} when never measured)."""
+        return dict(self.vectors.meta.get("calibration", {}))
+
+    def writer(self) -> CollectionWriter | None:
+        """A writer that adds and removes images of this collection while it is searched; None when the catalogue
+        records no image folder to store uploads in."""
+        root = self.images_root
+        return None if root is None else CollectionWriter(self.index_dir, root, self.encoder, self.vectors)
 
     def encode_image(self, source) -> tuple[np.ndarray, float, np.ndarray]:
         """Preprocess and encode one image (path, bytes or file): its (code_size,) code, reconstruction error and
@@ -141,13 +158,19 @@ class Collection:
 
     def sketch_of(self, image_id: int) -> np.ndarray | None:
         """The stored sketch of an indexed image, or None."""
-        with self.lock:
-            return self.catalog.sketches([image_id]).get(image_id)
+        with self._lock:
+            return self._catalog.sketches([image_id]).get(image_id)
 
     def code_of(self, image_id: int) -> np.ndarray | None:
         """The stored code of an indexed image, or None for an unknown id."""
-        with self.lock:
-            return self.catalog.code_of(image_id)
+        with self._lock:
+            return self._catalog.code_of(image_id)
+
+    def relpath_of(self, image_id: int) -> str | None:
+        """The path of an indexed image relative to the indexed folder, or None for an unknown id."""
+        with self._lock:
+            record = self._catalog.records([image_id]).get(image_id)
+        return None if record is None else record.relpath
 
     def neighbours(self, code: np.ndarray, k: int, offset: int = 0, exclude: int | None = None,
                    sketch: np.ndarray | None = None) -> list[Hit]:
@@ -160,9 +183,9 @@ class Collection:
         while True:
             distances, ids = self.vectors.search(code[None], wanted)  # (1, wanted) each
             pairs = [(float(d), int(i)) for d, i in zip(distances[0], ids[0]) if i >= 0 and i != exclude]
-            with self.lock:
-                records = self.catalog.records(i for _, i in pairs)
-                found_sketches = self.catalog.sketches(i for _, i in pairs) if sketch is not None else {}
+            with self._lock:
+                records = self._catalog.records(i for _, i in pairs)
+                found_sketches = self._catalog.sketches(i for _, i in pairs) if sketch is not None else {}
             # An image being removed leaves the catalogue (the commit point) a moment before the vectors: skip it,
             # and ask for as many more as were skipped so that a full page stays full.
             missing = sum(i not in records for _, i in pairs)
@@ -184,4 +207,4 @@ class Collection:
 
     def close(self) -> None:
         """Release the catalogue connection."""
-        self.catalog.close()
+        self._catalog.close()

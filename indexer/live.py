@@ -2,8 +2,9 @@
 
 The saved index may be memory-mapped and read-only (IVF), and rebuilding it per write would cost seconds at a
 million images, so writes go beside it, the way log-structured stores do: added codes into a small exact index,
-removed ids into a set that filters the saved index's results. A search merges the two by distance. The catalogue
-holds every write durably; the next build (or server start) folds them into a fresh saved index.
+the ids of saved codes removed or replaced into a set that filters the saved index's results. A search merges the
+two by distance. The catalogue holds every write durably; the next build (or server start) folds them into a fresh
+saved index.
 """
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ class LiveVectors:
         self.meta = base.meta
         self.generation = base.generation
         self._added = faiss.IndexIDMap2(faiss.IndexFlatL2(base.dimension))
-        self._removed: set[int] = set()  # ids of the saved index that no longer exist
-        # Which ids the saved index holds: known for exact indexes (their id map), not cheaply for IVF.
-        self._base_ids = (set(faiss.vector_to_array(base.index.id_map).tolist()) if base.kind == "exact" else None)
+        # Ids whose copy in the saved index is out of date (removed, or added again with a new code). The count
+        # subtracts this set's size and every search over-fetches by it, so only ids the saved index holds go in
+        # (VectorIndex.holds says which: an image added over HTTP has a new id, never one of them).
+        self._removed: set[int] = set()
         self._lock = threading.Lock()  # faiss indexes are not safe to search while another thread adds to them
 
     @property
@@ -36,10 +38,11 @@ class LiveVectors:
 
     @property
     def dimension(self) -> int:
+        """Code size."""
         return self.base.dimension
 
     def __len__(self) -> int:
-        # Removed ids are counted off the saved index only when they were in it; additions are exact.
+        # An id both hidden in the saved index and added again is counted once, by the overlay.
         with self._lock:
             return len(self.base) - len(self._removed) + self._added.ntotal
 
@@ -51,17 +54,14 @@ class LiveVectors:
             self._added.remove_ids(ids)
             self._added.add_with_ids(codes, ids)
             # A re-added id that the saved index holds with an older code: hide that copy.
-            self._removed.update(int(i) for i in ids if self._in_base(int(i)))
+            self._removed.update(ids[self.base.holds(ids)].tolist())
 
-    def remove(self, ids: list[int]) -> None:
-        """Stop returning `ids`."""
+    def remove(self, ids: list[int] | np.ndarray) -> None:
+        """Stop returning `ids`; ids that are nowhere are ignored."""
+        ids = np.asarray(ids, np.int64).reshape(-1)
         with self._lock:
-            self._added.remove_ids(np.asarray(ids, np.int64))
-            self._removed.update(i for i in ids if self._in_base(i))
-
-    def _in_base(self, image_id: int) -> bool:
-        # For IVF, assume it is there: hiding an absent id costs one extra candidate per search, nothing else.
-        return self._base_ids is None or image_id in self._base_ids
+            self._added.remove_ids(ids)
+            self._removed.update(ids[self.base.holds(ids)].tolist())
 
     def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Nearest `k` per query row over the saved index and the writes: (D, I), Euclidean, ascending, -1 pads."""

@@ -9,8 +9,13 @@ million-image index nearly free. (HNSW was the alternative: it cannot be memory-
 another ~130 bytes per image.)
 
 On disk: `vectors-<generation>.faiss` (a plain faiss file, so faiss can mmap it) and `vectors.json`, written
-last, which names the file and records the generation, the index choice and its measured recall. The JSON is
-the commit point: a crash between the two writes leaves the previous pair in force.
+last, which names the file and records the generation, the index choice, its measured recall and the largest id
+it holds. The JSON is the commit point: a crash between the two writes leaves the previous pair in force.
+
+Which ids an index holds: an exact index knows (its id map). An IVF index scatters them over its lists, so it
+answers by its largest id instead: catalogue ids are AUTOINCREMENT, so an id above it was handed out after the
+build and is never in the index, and one at or below it that the catalogue still has was in the catalogue when the
+index was built from it.
 """
 from __future__ import annotations
 
@@ -68,6 +73,25 @@ def ivf_lists(n: int) -> int:
     return int(2 ** round(np.log2(max(4 * np.sqrt(n), 1))))
 
 
+def _largest_id(index) -> int:
+    """The largest id in a faiss index with our ids, from an exact one's id map or an IVF index's lists (-1: empty)."""
+    import faiss
+
+    if not index.ntotal:
+        return -1
+    if hasattr(index, "id_map"):
+        return int(faiss.vector_to_array(index.id_map).max())
+    lists = faiss.extract_index_ivf(index).invlists
+    largest = -1
+    for number in range(lists.nlist):
+        size = lists.list_size(number)
+        if size:
+            ids = lists.get_ids(number)
+            largest = max(largest, int(faiss.rev_swig_ptr(ids, size).max()))
+            lists.release_ids(number, ids)
+    return largest
+
+
 def _exact_neighbours(codes: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Squared distance to each query's k-th exact neighbour (m,), the bar an approximate hit must clear."""
     import faiss
@@ -95,6 +119,9 @@ class VectorIndex:
         self.generation = generation
         self.meta = meta  # kind, nlist, nprobe, recall_at_10, build_seconds, ...
         self.nprobe = int(meta.get("nprobe", 0))
+        if "largest_id" not in self.meta:  # saved before vectors.json recorded it
+            self.meta["largest_id"] = _largest_id(index)
+        self._ids: np.ndarray | None = None  # an exact index's ids, sorted; read from its id map on first use
 
     @classmethod
     def build(cls, ids: np.ndarray, codes: np.ndarray, generation: int,
@@ -115,9 +142,11 @@ class VectorIndex:
             meta = {"kind": "exact", "recall_at_10": 1.0}
         else:
             index, meta = cls._build_ivf(ids, codes)
-        meta |= {"images": n, "dimension": d, "build_seconds": round(time.perf_counter() - started, 2)}
+        meta |= {"images": n, "dimension": d, "largest_id": int(ids.max()) if n else -1,
+                 "build_seconds": round(time.perf_counter() - started, 2)}
+        shown = {k: v for k, v in meta.items() if k not in ("kind", "images", "dimension", "largest_id")}
         log.info("vectors: %s index over %d codes (%s)", meta["kind"], n,
-                 ", ".join(f"{k} {v}" for k, v in meta.items() if k not in ("kind", "images", "dimension")))
+                 ", ".join(f"{k} {v}" for k, v in shown.items()))
         return cls(index, generation, meta)
 
     @staticmethod
@@ -154,8 +183,27 @@ class VectorIndex:
         """'exact' or 'ivf-flat'."""
         return str(self.meta.get("kind", "exact"))
 
+    @property
+    def largest_id(self) -> int:
+        """The largest id in the index (-1 when it is empty); no larger id is ever in it."""
+        return int(self.meta["largest_id"])
+
     def __len__(self) -> int:
         return self.index.ntotal
+
+    def holds(self, ids: np.ndarray) -> np.ndarray:
+        """Which of `ids` (n,) the index holds, as a bool (n,) array; for IVF judged by its largest id (see the top)."""
+        import faiss
+
+        ids = np.asarray(ids, np.int64).reshape(-1)
+        if self.kind != "exact":
+            return ids <= self.largest_id
+        if self._ids is None:
+            self._ids = np.sort(faiss.vector_to_array(self.index.id_map))
+        if not len(self._ids):
+            return np.zeros(len(ids), bool)
+        at = np.minimum(np.searchsorted(self._ids, ids), len(self._ids) - 1)  # (n,)
+        return self._ids[at] == ids
 
     def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Nearest `k` for each query row: (D, I), D Euclidean distances ascending, I ids (-1 pads)."""

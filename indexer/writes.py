@@ -140,10 +140,6 @@ class CollectionWriter:
         log.info("removed image %d over HTTP", image_id)
         return record.relpath
 
-    def count(self) -> int:
-        """Images in the catalogue now."""
-        return self.catalog.count()
-
     def close(self) -> None:
         """Release the read-write connection."""
         self.catalog.close()

@@ -2,17 +2,13 @@
 from __future__ import annotations
 
 import hmac
-import logging
 import re
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
-from encoder.preprocess import ImageError
 from search_api.engine import Engine, NotFound, SearchResult
 from search_api.errors import ApiError
 from search_api.settings import MAX_IMAGES_PER_REQUEST, MAX_K, MAX_OFFSET
-
-log = logging.getLogger(__name__)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -93,12 +89,7 @@ def _image_id(raw: str) -> int:
 def search_by_image():
     """Neighbours of an uploaded image."""
     k, offset = _paging()
-    data = _uploaded_image()
-    try:
-        result = engine().search_image(data, k, offset)
-    except ImageError as exc:
-        raise ApiError(400, "invalid_image", f"cannot use this image: {exc}") from None
-    return _response(result, k, offset)
+    return _response(engine().search_image(_uploaded_image(), k, offset), k, offset)
 
 
 @bp.get("/search")
@@ -112,24 +103,17 @@ def search_by_id():
     k, offset = _paging()
     if not _is_id(raw):
         raise ApiError(404, "not_found", f"no image with id {raw[:40]}")
-    try:
-        result = engine().search_id(int(raw), k, offset)
-    except NotFound as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
-    return _response(result, k, offset)
+    return _response(engine().search_id(int(raw), k, offset), k, offset)
 
 
 @bp.get("/images/<raw_id>")
 def image(raw_id: str):
     """The original file of an indexed image."""
-    try:
-        path = engine().image_path(_image_id(raw_id))
-    except NotFound as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
+    path = engine().image_path(_image_id(raw_id))
     try:
         response = send_file(path, max_age=3600, conditional=True)
-    except OSError:  # removed since image_path looked
-        raise ApiError(404, "not_found", f"the file of image {raw_id} is no longer available") from None
+    except OSError:  # removed since image_path looked: Werkzeug's own open, not the engine's
+        raise NotFound(f"the file of image {raw_id} is no longer available") from None
     response.headers["X-Content-Type-Options"] = "nosniff"  # served as the image type its name says, never sniffed
     return response
 
@@ -137,16 +121,7 @@ def image(raw_id: str):
 @bp.get("/images/<raw_id>/thumbnail")
 def thumbnail(raw_id: str):
     """A JPEG thumbnail of an indexed image."""
-    try:
-        data = engine().thumbnail(_image_id(raw_id))
-    except NotFound as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
-    except ImageError as exc:
-        # The reason stays in the log: it can name the file, and server paths are not for clients.
-        log.warning("thumbnail of image %s: %s", raw_id, exc)
-        raise ApiError(404, "not_found",
-                       f"the file of image {raw_id} can no longer be read; re-run the indexer") from None
-    response = Response(data, mimetype="image/jpeg")
+    response = Response(engine().thumbnail(_image_id(raw_id)), mimetype="image/jpeg")
     response.cache_control.max_age = 3600
     return response
 
@@ -190,14 +165,7 @@ def _uploaded_images() -> list[tuple[str, bytes]]:
 def add_images():
     """Add one or more images to the collection (token required)."""
     _require_token()
-    from indexer.writes import BadUpload, WriteBusy
-
-    try:
-        added = engine().add_images(_uploaded_images())
-    except BadUpload as exc:
-        raise ApiError(400, "invalid_image", f"nothing was added: {exc}") from None
-    except WriteBusy as exc:
-        raise ApiError(409, "busy", str(exc)) from None
+    added = engine().add_images(_uploaded_images())
     body = {"added": [{"id": a.id, "path": a.path, "new": a.new, "thumbnail": f"/api/images/{a.id}/thumbnail"}
                       for a in added], "images": engine().images}
     return jsonify(body), 201 if any(a.new for a in added) else 200
@@ -207,15 +175,8 @@ def add_images():
 def delete_image(raw_id: str):
     """Remove an image from the collection (token required)."""
     _require_token()
-    from indexer.writes import WriteBusy
-
     image_id = _image_id(raw_id)
-    try:
-        path = engine().remove_image(image_id)
-    except NotFound as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
-    except WriteBusy as exc:
-        raise ApiError(409, "busy", str(exc)) from None
+    path = engine().remove_image(image_id)
     return jsonify({"deleted": image_id, "path": path, "images": engine().images})
 
 

@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from encoder.preprocess import ImageError
 from indexer.collection import Collection, Hit
 from indexer.copies import sketches
+from indexer.writes import Added, CollectionWriter
 from search_api.batcher import MicroBatcher
 
 log = logging.getLogger(__name__)
@@ -40,16 +42,10 @@ class Engine:
     def __init__(self, index_dir: str | os.PathLike, thumbnail_size: int = 256, writable: bool = False):
         self.collection = Collection.open(index_dir, save_stale=writable)  # a writing server keeps its writes' vectors
         self.thumbnail_size = thumbnail_size
-        self.images = len(self.collection.vectors)
         self.root = self.collection.images_root
-        self.writer = None
-        if writable and self.root is not None:
-            from indexer.writes import CollectionWriter
-
-            self.writer = CollectionWriter(Path(index_dir), self.root, self.collection.encoder,
-                                           self.collection.vectors)
+        self.writer = self.collection.writer() if writable else None
         # Measured at build time for this generation (see indexer.collection.calibration): start-up reads no codes.
-        calibration = self.collection.vectors.meta.get("calibration", {})
+        calibration = self.collection.calibration
         self._scale = float(calibration.get("score_scale", 1.0)) or 1.0
         self._error_quantiles = np.asarray(calibration.get("error_quantiles", []), np.float64)  # (1001,) or (0,)
         self._thumbnail = functools.lru_cache(maxsize=4096)(self._make_thumbnail)
@@ -62,6 +58,11 @@ class Engine:
         # The first call of a tf.function traces the graph (~0.2 s); pay that at start-up, not on a user's query.
         encoder = self.collection.encoder
         encoder.encode_with_error(np.zeros((1, encoder.image_size, encoder.image_size, encoder.channels), np.uint8))
+
+    @property
+    def images(self) -> int:
+        """Images in the collection now: the searchable ones, so it moves with every write as searches do."""
+        return len(self.collection)
 
     @property
     def model_id(self) -> str:
@@ -103,11 +104,10 @@ class Engine:
 
     def image_path(self, image_id: int) -> Path:
         """The file of an indexed image, guaranteed to lie inside the indexed folder."""
-        with self.collection.lock:
-            record = self.collection.catalog.records([image_id]).get(image_id)
-        if record is None or self.root is None:
+        relpath = self.collection.relpath_of(image_id)
+        if relpath is None or self.root is None:
             raise NotFound(f"no image with id {image_id}")
-        path = (self.root / record.relpath).resolve()
+        path = (self.root / relpath).resolve()
         if not path.is_relative_to(self.root.resolve()) or not path.is_file():
             raise NotFound(f"the file of image {image_id} is no longer available; re-run the indexer")
         return path
@@ -119,28 +119,31 @@ class Engine:
             mtime_ns = path.stat().st_mtime_ns
         except OSError:  # removed since image_path looked
             raise NotFound(f"the file of image {image_id} is no longer available; re-run the indexer") from None
-        return self._thumbnail(path, mtime_ns)
+        try:
+            return self._thumbnail(path, mtime_ns)
+        except ImageError as exc:
+            # A file that no longer decodes is the server's problem, not the client's: the reason stays in the log (it
+            # can name the file, and server paths are not for clients) and the client hears the image is gone.
+            log.warning("thumbnail of image %d: %s", image_id, exc)
+            raise NotFound(f"the file of image {image_id} can no longer be read; re-run the indexer") from None
 
     def _make_thumbnail(self, path: Path, mtime_ns: int) -> bytes:
         from encoder.preprocess import thumbnail_jpeg
 
         return thumbnail_jpeg(path, self.thumbnail_size)
 
-    def add_images(self, uploads: list[tuple[str, bytes]]):
-        """Store and index uploaded images (all or none); returns indexer.writes.Added per image."""
-        added = self._require_writer().add(uploads)
-        self.images = self.writer.count()
-        return added
+    def add_images(self, uploads: list[tuple[str, bytes]]) -> list[Added]:
+        """Store and index uploaded images (all or none); raises BadUpload or WriteBusy."""
+        return self._require_writer().add(uploads)
 
     def remove_image(self, image_id: int) -> str:
-        """Remove an image from the collection; returns its path."""
+        """Remove an image from the collection; returns its path; raises NotFound or WriteBusy."""
         relpath = self._require_writer().remove(image_id)
         if relpath is None:
             raise NotFound(f"no image with id {image_id}")
-        self.images = self.writer.count()
         return relpath
 
-    def _require_writer(self):
+    def _require_writer(self) -> CollectionWriter:
         if self.writer is None:
             raise PermissionError("writes are disabled on this server")
         return self.writer

@@ -6,6 +6,10 @@ import logging
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from encoder.preprocess import ImageError
+from indexer.writes import BadUpload, WriteBusy
+from search_api.engine import NotFound
+
 log = logging.getLogger(__name__)
 
 # Machine-readable codes for the errors Flask and Werkzeug raise themselves.
@@ -19,6 +23,14 @@ HTTP_CODES = {
     415: "unsupported_media_type",
     429: "too_many_requests",
     500: "internal_error",
+}
+
+# The engine's domain errors, answered here rather than caught in each route: (status, code, message prefix).
+DOMAIN_ERRORS: dict[type[Exception], tuple[int, str, str]] = {
+    NotFound: (404, "not_found", ""),
+    ImageError: (400, "invalid_image", "cannot use this image: "),  # the query image; stored files never get here
+    BadUpload: (400, "invalid_image", "nothing was added: "),
+    WriteBusy: (409, "busy", ""),
 }
 
 
@@ -38,6 +50,13 @@ def envelope(status: int, code: str, message: str):
     return response
 
 
+def _domain_handler(status: int, code: str, prefix: str):
+    def handle(exc: Exception):
+        return envelope(status, code, f"{prefix}{exc}")
+
+    return handle
+
+
 def register(app: Flask) -> None:
     """Route every error through the envelope."""
 
@@ -46,6 +65,9 @@ def register(app: Flask) -> None:
         response = envelope(exc.status, exc.code, exc.message)
         response.headers.update(exc.headers)
         return response
+
+    for kind, (status, code, prefix) in DOMAIN_ERRORS.items():
+        app.register_error_handler(kind, _domain_handler(status, code, prefix))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

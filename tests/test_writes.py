@@ -278,3 +278,97 @@ def test_the_python_client_adds_and_deletes(collection):
             assert (err.value.status, err.value.code) == (401, "unauthorized")
     finally:
         stop_server(server)
+
+
+def make_ivf(index) -> None:
+    """Save the collection's vectors as an IVF index, as a build does above EXACT_LIMIT images."""
+    from indexer.vectors import META_FILE, VectorIndex
+
+    meta = json.loads((index / META_FILE).read_text())
+    with Catalog(index, readonly=True) as catalog:
+        ids, codes = catalog.all_codes(meta["dimension"])
+        vectors = VectorIndex.build(ids, codes, catalog.generation, exact_limit=0)  # 40 codes, 32 lists
+    vectors.meta["calibration"] = meta["calibration"]
+    vectors.save(index)
+    assert VectorIndex.load(index, meta["generation"]).kind == "ivf-flat"
+
+
+@pytest.mark.slow
+def test_an_ivf_collection_counts_every_image_added_over_http(collection):
+    images, index = collection
+    make_ivf(index)
+    server = start_server(index, images, [], extra_env={"LOOKALIKE_API_TOKEN": TOKEN})
+    try:
+        with requests.Session() as session:
+            added = []
+            for batch in range(4):  # 100 images in four writes
+                seeds = range(1000 + 25 * batch, 1025 + 25 * batch)
+                files = [("image", (f"n{seed}.jpg", jpeg(seed))) for seed in seeds]
+                r = session.post(f"{server.url}/api/images", headers=AUTH, files=files, timeout=120)
+                assert r.status_code == 201, r.text
+                added += [a["id"] for a in r.json()["added"]]
+                assert r.json()["images"] == 40 + len(added)
+            assert len(set(added)) == 100
+            assert session.get(f"{server.url}/api/health").json()["images"] == 140
+            assert "lookalike_collection_images 140.0" in session.get(f"{server.url}/metrics").text
+            own = session.post(f"{server.url}/api/search?k=3", files={"image": ("q.jpg", jpeg(1050))}).json()
+            assert own["results"][0]["id"] == added[50] and own["images"] == 140
+            png = (images / "pngs" / "img_0104.png").read_bytes()  # a saved image: lossless, its own first hit
+            base_id = session.post(f"{server.url}/api/search?k=1", files={"image": ("q.png", png)}).json()[
+                "results"][0]["id"]
+            assert base_id not in added
+            for image_id in (added[0], added[1], base_id):
+                assert session.delete(f"{server.url}/api/images/{image_id}", headers=AUTH).status_code == 200
+            assert session.get(f"{server.url}/api/health").json()["images"] == 137
+            hits = session.get(f"{server.url}/api/search?id={added[2]}&k=136").json()["results"]
+            assert len(hits) == 136 and not {added[0], added[1], base_id} & {h["id"] for h in hits}
+    finally:
+        stop_server(server)
+    assert count(index) == 137
+
+
+@pytest.mark.slow
+def test_searches_of_an_ivf_collection_ask_the_saved_index_for_k_plus_the_deletions(collection, monkeypatch):
+    images, index = collection
+    make_ivf(index)
+    app = create_app({"INDEX_DIR": str(index), "API_TOKEN": TOKEN, "LOG_LEVEL": "WARNING"})
+    client = app.test_client()
+    live = app.extensions["lookalike.engine"].collection.vectors
+    assert live.kind == "ivf-flat"
+    asked: list[tuple[int, int]] = []  # (k asked of the live vectors, k they asked of the saved index)
+    outer, inner = live.search, live.base.search
+
+    def live_search(xq, k):
+        asked.append((k, -1))
+        return outer(xq, k)
+
+    def base_search(xq, k):
+        asked[-1] = (asked[-1][0], k)
+        return inner(xq, k)
+
+    monkeypatch.setattr(live, "search", live_search)
+    monkeypatch.setattr(live.base, "search", base_search)
+    try:
+        body = {"image": [(io.BytesIO(jpeg(seed)), f"n{seed}.jpg") for seed in range(1000, 1100)]}
+        added = [a["id"] for a in client.post("/api/images", headers=AUTH, data=body).get_json()["added"]]
+        assert len(added) == 100 and client.get("/api/health").get_json()["images"] == 140
+
+        def searches() -> list[tuple[int, int]]:
+            asked.clear()
+            assert len(search(client, jpeg(1007), k=5)) == 5
+            assert len(search(client, (images / "jpegs" / "img_0001.jpg").read_bytes(), k=30)) == 30
+            assert client.get(f"/api/search?id={added[3]}&k=7&offset=2").status_code == 200
+            assert len(asked) >= 3 and all(base >= 0 for _, base in asked)
+            return asked
+
+        assert all(base == k for k, base in searches())  # 100 additions, no deletions: exactly k
+        # Two images of the saved index: a PNG keeps its pixels, so it is its own first hit.
+        base_ids = [search(client, (images / "pngs" / f"img_{seed:04d}.png").read_bytes(), k=1)[0]["id"]
+                    for seed in (110, 111)]
+        assert len(set(base_ids)) == 2 and not set(base_ids) & set(added)
+        for image_id in (*base_ids, added[10]):
+            assert client.delete(f"/api/images/{image_id}", headers=AUTH).status_code == 200
+        assert client.get("/api/health").get_json()["images"] == 137
+        assert all(base == k + 2 for k, base in searches())  # only the two saved images are filtered out
+    finally:
+        app.extensions["lookalike.engine"].close()
