@@ -4,6 +4,7 @@ Indexing and querying both go through `load_image`, so there is no train/serve s
 """
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -14,19 +15,25 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 log = logging.getLogger(__name__)
 
 # Formats we accept. Only their plugins ever see the bytes: Image.open is told to try no other, so EPS/PDF (which
 # would run Ghostscript) and the rarer plugins (PSD, whose header parser the fuzzer crashed) are never reached.
-OPENERS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # Pillow's plugin ids; JPEG's also opens MPO (camera JPEGs)
+# Pillow's plugin ids. JPEG's also opens MPO (camera JPEGs); HEIF is pillow-heif's, registered on the first decode;
+# PPM is Pillow's one plugin for all of Netpbm (PBM, PGM, PPM). AVIF comes before HEIF: both claim files branded
+# `mif1`, and pillow-heif's libheif has no AV1 decoder, so an AVIF opened by the HEIF plugin would fail late, at
+# decoding, whereas a HEIC that the AVIF plugin refuses goes on to the HEIF plugin.
+OPENERS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF", "HEIF", "PPM")
 SUPPORTED_FORMATS = frozenset(OPENERS) | {"MPO"}
-READABLE = "JPEG, PNG, WebP, GIF, BMP and TIFF"
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+READABLE = "JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF, HEIC (HEIF) and Netpbm"  # no "/": messages must not look like paths
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
+                              ".avif", ".heic", ".heif", ".hif", ".pbm", ".pgm", ".ppm", ".pnm"})
 
 # Pillow's decompression-bomb guard stays on (Image.MAX_IMAGE_PIXELS): past it Pillow warns, past twice that it
 # raises. `_decoding` turns the warning into a refusal too, so no single upload can make us allocate gigabytes.
+# HEIF and AVIF plugins report the size their header declares, so the same guard sees them before any decoding.
 
 ImageSource = bytes | bytearray | memoryview | str | os.PathLike | BinaryIO
 
@@ -45,6 +52,25 @@ class Decoded:
     format: str = ""  # Pillow's name for the file's format: "JPEG", "PNG", ...
 
 
+@functools.cache
+def _openers() -> tuple[str, ...]:
+    """OPENERS whose plugin is present; pillow-heif's opener is registered here, on the first decode."""
+    try:
+        # Lazily: processes that never decode (the CLI's other commands) do not load libheif. Thumbnails, depth
+        # and auxiliary images are switched off, so that only the primary image of a HEIC is ever decoded.
+        from pillow_heif import register_heif_opener
+
+        register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+    except ImportError:
+        pass
+    Image.init()
+    present = tuple(f for f in OPENERS if f in Image.OPEN and (f != "AVIF" or features.check("avif")))
+    if missing := [f for f in OPENERS if f not in present]:
+        log.warning("cannot read %s: install pillow-heif and a Pillow with AVIF (see requirements.txt)",
+                    " or ".join(missing))
+    return present
+
+
 def _open(source: ImageSource) -> Image.Image:
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
@@ -52,7 +78,38 @@ def _open(source: ImageSource) -> Image.Image:
         source = io.BytesIO(bytes(source))
     elif isinstance(source, (str, os.PathLike)) and os.path.getsize(source) == 0:
         raise ImageError("empty file")
-    return Image.open(source, formats=OPENERS)
+    try:
+        return Image.open(source, formats=_openers())
+    except UnidentifiedImageError:
+        # libavif refuses a header declaring more than 16384 x 16384 pixels without saying why; say it as the
+        # guard does for every other format, rather than "not a recognised image".
+        declared = _isobmff_declared_size(_head(source))
+        if Image.MAX_IMAGE_PIXELS and declared[0] * declared[1] > Image.MAX_IMAGE_PIXELS:
+            raise ImageError(f"image too large (decompression-bomb guard): it declares {declared[0]} x "
+                             f"{declared[1]} pixels, over the limit of {Image.MAX_IMAGE_PIXELS}") from None
+        raise
+
+
+def _head(source: ImageSource, length: int = 65536) -> bytes:
+    """The first `length` bytes of a path or a seekable file."""
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as fh:
+            return fh.read(length)
+    source.seek(0)
+    return source.read(length)
+
+
+def _isobmff_declared_size(head: bytes) -> tuple[int, int]:
+    """The largest (width, height) among the `ispe` boxes of a HEIF/AVIF header, (0, 0) for other files."""
+    if head[4:8] != b"ftyp":
+        return 0, 0
+    # A scan for the box type rather than a walk of the box tree: it only chooses the words of a refusal.
+    largest, at = (0, 0), head.find(b"ispe")
+    while 4 <= at <= len(head) - 16:  # size, "ispe", version and flags, then width and height
+        width, height = struct.unpack_from(">II", head, at + 8)
+        largest = max(largest, (width, height), key=lambda s: s[0] * s[1])
+        at = head.find(b"ispe", at + 4)
+    return largest
 
 
 def _to_mode(img: Image.Image, channels: int) -> Image.Image:
@@ -90,10 +147,11 @@ def _decoding():
     except UnidentifiedImageError:
         raise ImageError(f"not a recognised image (lookalike reads {READABLE})") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError, MemoryError, ArithmeticError,
-            struct.error) as exc:
+            RuntimeError, struct.error) as exc:
         # Truncated and malformed files surface as any of these, depending on the codec (ArithmeticError: a header
-        # field too large for a seek, found by tests/fuzz_decode.py).
-        raise ImageError(f"unreadable image: {exc}") from None
+        # field too large for a seek, found by tests/fuzz_decode.py; RuntimeError: libheif's refusals, such as a
+        # coded picture larger than the size its header declared).
+        raise ImageError(f"unreadable image: {str(exc).strip()}") from None
 
 
 def _open_upright(source: ImageSource, channels: int, draft_size: int) -> tuple[Image.Image, int, int, str]:
@@ -106,7 +164,10 @@ def _open_upright(source: ImageSource, channels: int, draft_size: int) -> tuple[
         if img.format == "JPEG":
             # draft() lets libjpeg decode at 1/2, 1/4 or 1/8 scale: much faster for big photos.
             img.draft("L" if channels == 1 else "RGB", (draft_size, draft_size))
-        img.seek(0)  # first frame of animations
+        # First frame of animations; but a HEIF file opens on its primary image, which need not be its first
+        # (burst shots, stereo pairs), and stays there.
+        if img.format != "HEIF":
+            img.seek(0)
         img.load()
         # Orientation from EXIF; after load so draft() has already shrunk the pixels.
         upright = _to_mode(ImageOps.exif_transpose(img), channels)

@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 
 UPLOADS = "uploads"
 DELETED = "deleted over HTTP"
-EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
+# A stored upload's extension, by the format its bytes are in: the scanner picks files by extension.
+EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp",
+              "TIFF": ".tif", "AVIF": ".avif", "HEIF": ".heic", "PPM": ".pnm"}
 
 
 class WriteBusy(RuntimeError):

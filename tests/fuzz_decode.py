@@ -10,7 +10,6 @@ tests/hostile.py plus a few ordinary images in every supported format, written t
 """
 from __future__ import annotations
 
-import io
 import sys
 import tempfile
 from pathlib import Path
@@ -20,6 +19,7 @@ import atheris
 with atheris.instrument_imports():  # coverage of Pillow's Python side and ours guides the mutations
     import PIL.Image
     import PIL.ImageOps  # noqa: F401
+    import pillow_heif  # noqa: F401  (its Python side; libheif, libavif and the codecs are reached uninstrumented)
 
     PIL.Image.init()  # every format plugin, imported now so that it is instrumented too
     from encoder.preprocess import ImageError, load_image
@@ -48,16 +48,16 @@ def seed_corpus(folder: Path) -> None:
 
     for i, finding in enumerate(FINDINGS):
         (folder / f"finding-{i:02d}").write_bytes(base64.b64decode(finding))
+    from tests.formats import encode
     from tests.hostile import corpus
     from tests.support import make_image
 
     for i, h in enumerate(corpus()):
         if len(h.data) < 200_000:  # libFuzzer mutates better from small seeds
             (folder / f"hostile-{i:02d}").write_bytes(h.data)
-    for fmt in ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP"):
-        buf = io.BytesIO()
-        make_image(hash(fmt) % 1000, 24).save(buf, fmt)
-        (folder / f"seed-{fmt.lower()}").write_bytes(buf.getvalue())
+    for fmt in ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "AVIF", "HEIF", "PPM"):
+        (folder / f"seed-{fmt.lower()}").write_bytes(encode(make_image(len(fmt) * 7, 24), fmt))
+    (folder / "seed-pgm").write_bytes(encode(make_image(5, 24, "L"), "PPM"))
 
 
 def main() -> None:

@@ -15,6 +15,16 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.harness import make_image
+from tests.formats import (
+    IPHONE_HEIC,
+    avif_bomb,
+    encode,
+    grey16,
+    heic_bomb,
+    heic_understating_its_size,
+    heic_with_primary_second,
+    pnm_bomb,
+)
 
 
 @dataclass(frozen=True)
@@ -80,12 +90,15 @@ def upright() -> Image.Image:
     return Image.fromarray(pixels)
 
 
-def with_orientation(orientation: int) -> bytes:
-    """A JPEG tagged with EXIF orientation `orientation` (1-8) whose correctly oriented view is upright()."""
+def with_orientation(orientation: int, fmt: str = "JPEG") -> bytes:
+    """A file tagged with EXIF orientation `orientation` (1-8) whose correctly oriented view is upright().
+
+    HEIF and AVIF writers turn the tag into the container's rotation and mirroring boxes (irot, imir), as phones do.
+    """
     exif = Image.Exif()
     exif[0x0112] = orientation
     stored = upright() if STORED[orientation] is None else upright().transpose(STORED[orientation])
-    return _save(stored, "JPEG", exif=exif.tobytes(), quality=95)
+    return encode(stored, fmt, exif=exif.tobytes(), quality=95)
 
 
 def gif_html_polyglot() -> bytes:
@@ -127,4 +140,41 @@ def corpus() -> list[Hostile]:
         Hostile("GIF/HTML polyglot", "polyglot.gif", gif_html_polyglot(), "ok"),
     ]
     entries += [Hostile(f"EXIF orientation {o}", f"orientation{o}.jpg", with_orientation(o), "ok") for o in range(1, 9)]
-    return entries
+    return entries + newer_formats(rng)
+
+
+def newer_formats(rng: np.random.Generator) -> list[Hostile]:
+    """HEIC, AVIF and Netpbm: bombs, truncations and lies, and the awkward files that must still be used."""
+    heic = encode(make_image(11, 64), "HEIF", quality=90)
+    avif = encode(make_image(12, 64), "AVIF", quality=90)
+    ppm = encode(make_image(13, 64), "PPM")
+    ftyp = heic[: int.from_bytes(heic[:4], "big")]  # a real HEIC's first box, then noise
+    return [
+        Hostile("HEIC decompression bomb (20000x20000 declared)", "bomb.heic", heic_bomb(), "error"),
+        Hostile("AVIF decompression bomb (15000x15000 declared)", "bomb15k.avif", avif_bomb(15_000), "error"),
+        Hostile("AVIF decompression bomb (20000x20000 declared, past libavif's own limit)", "bomb.avif",
+                avif_bomb(), "error"),
+        Hostile("HEIC coding a larger picture than it declares", "understated.heic", heic_understating_its_size(),
+                "error"),
+        Hostile("PPM decompression bomb (100000x100000 declared)", "bomb.ppm", pnm_bomb(), "error"),
+        Hostile("truncated HEIC", "truncated.heic", heic[: len(heic) // 2], "error"),
+        Hostile("truncated AVIF", "truncated.avif", avif[: len(avif) // 2], "error"),
+        Hostile("truncated PPM", "truncated.ppm", ppm[: len(ppm) // 2], "error"),
+        Hostile("HEIC file type box then random bytes", "garbage.heic",
+                ftyp + rng.integers(0, 256, 2048, dtype=np.uint8).tobytes(), "error"),
+        Hostile("PGM with maxval 0", "maxval0.pgm", b"P5\n4 4\n0\n" + bytes(16), "error"),
+        Hostile("iPhone HEIC photo (tiled, two images, thumbnail)", "iphone.heic", IPHONE_HEIC.read_bytes(), "ok"),
+        Hostile("HEIC renamed .jpg (used by its content)", "heic.jpg", heic, "ok"),
+        Hostile("HEIC whose primary image is the second", "primary.heic",
+                heic_with_primary_second((255, 0, 0), (0, 0, 255)), "ok"),
+        Hostile("HEIC with alpha", "alpha.heic", encode(make_image(14, 40).convert("RGBA"), "HEIF"), "ok"),
+        Hostile("10-bit greyscale HEIC", "ten.heic", encode(grey16(1), "HEIF"), "ok"),
+        Hostile("HEIC rotated by its irot box (EXIF orientation 6)", "rotated.heic", with_orientation(6, "HEIF"),
+                "ok"),
+        Hostile("AVIF with alpha", "alpha.avif", encode(make_image(15, 40).convert("RGBA"), "AVIF"), "ok"),
+        Hostile("AVIF rotated by its irot box (EXIF orientation 6)", "rotated.avif", with_orientation(6, "AVIF"),
+                "ok"),
+        Hostile("16-bit PGM", "sixteen.pgm", encode(grey16(2), "PPM"), "ok"),
+        Hostile("plain (ASCII) PPM", "plain.ppm", b"P3\n2 2\n255\n255 0 0  0 255 0\n0 0 255  255 255 255\n", "ok"),
+        Hostile("bilevel PBM", "bilevel.pbm", encode(make_image(16, 40).convert("1"), "PPM"), "ok"),
+    ]

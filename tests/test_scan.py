@@ -27,3 +27,12 @@ def test_scan_recurses_filters_and_reports(tmp_path):
     reasons = dict(found.passed_over)
     assert reasons["notes.txt"].startswith("not a supported image type")
     assert "outside" in reasons["escape.jpg"]
+
+
+def test_scan_finds_phone_and_netpbm_files_by_extension(tmp_path):
+    names = ["a.heic", "b.HEIF", "c.hif", "d.avif", "e.pgm", "f.ppm", "g.pbm", "h.pnm"]
+    for name in names + ["raw.dng", "float.pfm"]:  # DNG and PFM are not read
+        (tmp_path / name).write_bytes(b"x")
+    found = scan(tmp_path)
+    assert [e.relpath for e in found.images] == names
+    assert sorted(path for path, _ in found.passed_over) == ["float.pfm", "raw.dng"]
