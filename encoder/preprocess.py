@@ -95,6 +95,8 @@ def _head(source: ImageSource, length: int = 65536) -> bytes:
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as fh:
             return fh.read(length)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source[:length])
     source.seek(0)
     return source.read(length)
 

@@ -6,6 +6,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,6 +17,9 @@ from indexer.live import LiveVectors
 from indexer.lock import CollectionBusy, exclusive
 from indexer.vectors import VectorIndex, VectorsStale
 from indexer.writes import CollectionWriter
+
+if TYPE_CHECKING:  # the type only: importing this module stays free of TensorFlow
+    from encoder.embed import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +101,7 @@ class Collection:
     """Everything a search needs, loaded once."""
 
     index_dir: Path
-    encoder: object  # encoder.embed.Encoder; typed loosely so importing this module stays free of TensorFlow
+    encoder: Encoder  # loaded in open(); embed imports TensorFlow only when a model loads
     _catalog: Catalog  # read-only; callers ask the methods below, which hold the lock
     vectors: LiveVectors  # the saved index plus writes made while serving
     # One SQLite connection is shared by the server's threads; the lock keeps their statements apart.

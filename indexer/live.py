@@ -51,7 +51,7 @@ class LiveVectors:
         ids = np.asarray(ids, np.int64)
         codes = np.ascontiguousarray(codes, np.float32).reshape(len(ids), self.dimension)
         with self._lock:
-            self._added.remove_ids(ids)
+            self._added.remove_ids(ids)  # type: ignore[arg-type]  # faiss takes an id array too
             self._added.add_with_ids(codes, ids)
             # A re-added id that the saved index holds with an older code: hide that copy.
             self._removed.update(ids[self.base.holds(ids)].tolist())
@@ -60,7 +60,7 @@ class LiveVectors:
         """Stop returning `ids`; ids that are nowhere are ignored."""
         ids = np.asarray(ids, np.int64).reshape(-1)
         with self._lock:
-            self._added.remove_ids(ids)
+            self._added.remove_ids(ids)  # type: ignore[arg-type]  # faiss takes an id array too
             self._removed.update(ids[self.base.holds(ids)].tolist())
 
     def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -82,13 +82,14 @@ def _largest_id(index) -> int:
     if hasattr(index, "id_map"):
         return int(faiss.vector_to_array(index.id_map).max())
     lists = faiss.extract_index_ivf(index).invlists
+    assert lists is not None  # an IVF index always has its lists
     largest = -1
     for number in range(lists.nlist):
         size = lists.list_size(number)
         if size:
             ids = lists.get_ids(number)
             largest = max(largest, int(faiss.rev_swig_ptr(ids, size).max()))
-            lists.release_ids(number, ids)
+            lists.release_ids(number, ids)  # type: ignore[attr-defined]  # in faiss, absent from its stubs
     return largest
 
 

@@ -19,9 +19,10 @@ CORPUS = corpus()
 
 
 def rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
 
 
@@ -92,9 +93,9 @@ def test_a_polyglot_is_served_as_an_image_never_sniffed(hostile_collection):
         client = app.test_client()
         with Catalog(index, readonly=True) as catalog:
             image_id = catalog.ids_of(["hostile/polyglot.gif"])["hostile/polyglot.gif"]
-        served = client.get(f"/api/images/{image_id}")
-        assert served.status_code == 200 and served.mimetype == "image/gif"
-        assert served.headers["X-Content-Type-Options"] == "nosniff"
+        with client.get(f"/api/images/{image_id}") as served:  # closing it closes the file send_file opened
+            assert served.status_code == 200 and served.mimetype == "image/gif"
+            assert served.headers["X-Content-Type-Options"] == "nosniff"
     finally:
         app.extensions["lookalike.engine"].close()
 

@@ -81,7 +81,8 @@ def test_added_images_are_stored_indexed_and_found_at_once(client, collection):
     for added, raw in zip(body["added"], data):
         assert added["path"].startswith("uploads/") and (images / added["path"]).read_bytes() == raw
         assert search(client, raw)[0]["id"] == added["id"]  # searchable at once, its own nearest neighbour
-        assert client.get(f"/api/images/{added['id']}").data == raw
+        with client.get(f"/api/images/{added['id']}") as served:
+            assert served.data == raw
         assert client.get(f"/api/search?id={added['id']}&k=3").status_code == 200
     twice = client.post("/api/images", headers=AUTH,
                         data={"image": [(io.BytesIO(jpeg(907)), "c.jpg"), (io.BytesIO(jpeg(907)), "c-again.jpg")]})
