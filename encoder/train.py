@@ -247,6 +247,9 @@ def train(pixels: np.ndarray, config: TrainConfig, index_dir: str | os.PathLike)
         0.0 if warmup else config.learning_rate, decay_steps=max(1, steps - warmup), alpha=0.01,
         warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
     model.compile(optimizer=keras.optimizers.Adam(schedule))
+    # Created now, not inside the first traced step: variables created while tracing make TensorFlow trace the
+    # whole training step a second time, which is most of a small collection's training time.
+    model.optimizer.build(model.trainable_variables)
     budget = _step_budget(steps, config.time_budget)
     held_out = _held_out_callback(model, pixels[train_idx], pixels[val_idx], epochs)
     callbacks = [_progress_callback(steps), budget, held_out]

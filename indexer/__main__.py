@@ -6,31 +6,19 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from encoder.options import TrainConfig, flag_fields, flag_help, whole_number
 from encoder.store import ModelError
 from indexer import settings
+from indexer.settings import argument_type
 
 BY_KEY = {s.key: s for s in settings.SETTINGS}
 # Flags that BuildOptions has fields of its own for; every other training flag goes into BuildOptions.training.
 BUILD_FIELDS = ("image_size", "code_size", "steps", "epochs", "time_budget", "variant")
 
 log = logging.getLogger("indexer")
-
-
-def _argument_type(parse: Callable[[str], Any], name: str) -> Callable[[str], Any]:
-    """A parser whose ValueError argparse shows as it is (a usage error naming the flag and what it expects)."""
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as why:
-            raise argparse.ArgumentTypeError(str(why)) from None
-
-    convert.__name__ = name
-    return convert
 
 
 def _setting_defaults() -> dict[str, Any]:
@@ -44,7 +32,7 @@ def _setting_defaults() -> dict[str, Any]:
 
 def _add_setting(p: argparse.ArgumentParser, setting: settings.Setting, value: Any) -> None:
     assert setting.flag, setting.key  # only settings with a flag are added
-    p.add_argument(setting.flag, dest=setting.key.lower(), type=_argument_type(setting.parse, setting.key.lower()),
+    p.add_argument(setting.flag, dest=setting.key.lower(), type=argument_type(setting.parse, setting.key.lower()),
                    default=value, metavar="N", help=f"{setting.help} ({setting.env}, default {setting.default})")
 
 
@@ -70,7 +58,7 @@ def _parser(prog: str = "python -m indexer") -> argparse.ArgumentParser:
             choices = f.metadata["choices"]
             metavar = f.metadata["metavar"] or (None if choices else "N" if f.type == "int" else "X")
             p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, choices=choices, metavar=metavar,
-                           type=str if choices else _argument_type(f.metadata["parse"], f.name),
+                           type=str if choices else argument_type(f.metadata["parse"], f.name),
                            help=flag_help(f))  # default None: "the default, or what the model already has"
         _add_setting(p, BY_KEY["MAX_TRAIN_IMAGES"], env["MAX_TRAIN_IMAGES"])
         _add_setting(p, BY_KEY["WORKERS"], env["WORKERS"])
@@ -88,11 +76,11 @@ def _parser(prog: str = "python -m indexer") -> argparse.ArgumentParser:
     search = sub.add_parser("search", parents=[common], help="nearest neighbours of an image, without a server")
     index_arg(search)
     search.add_argument("query", type=Path, metavar="QUERY_IMAGE")
-    search.add_argument("-k", type=_argument_type(whole_number(1), "k"), default=10, help="how many results (10)")
+    search.add_argument("-k", type=argument_type(whole_number(1), "k"), default=10, help="how many results (10)")
     evaluate = sub.add_parser("evaluate", parents=[common],
                               help="precision@k and mAP@100 of a collection whose sub-folders are its labels")
     index_arg(evaluate)
-    evaluate.add_argument("-k", type=_argument_type(whole_number(1), "k"), default=10,
+    evaluate.add_argument("-k", type=argument_type(whole_number(1), "k"), default=10,
                           help="neighbours scored for precision@k (10)")
     evaluate.add_argument("--metric", choices=("l2", "cosine"), default="l2",
                           help="code distance: l2 is what search ranks by (l2)")

@@ -5,6 +5,7 @@ against both by tests/test_settings.py.
 """
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -41,6 +42,19 @@ def from_environment(table: tuple[Setting, ...], environ: Mapping[str, str] | No
             shown = "<hidden>" if setting.secret else repr(raw[:40])
             raise ValueError(f"{setting.env}={shown}: {why}") from None
     return config
+
+
+def argument_type(parse: Callable[[str], Any], name: str, echo: bool = False) -> Callable[[str], Any]:
+    """`parse` for argparse: its ValueError becomes a one-line usage error naming the flag (and, with `echo`, the
+    value given)."""
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as why:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r}: {why}" if echo else str(why)) from None
+
+    convert.__name__ = name  # argparse names the type in some messages
+    return convert
 
 
 # `indexer build` and `indexer train`. Their flags override these; the training flags come from encoder.options.
