@@ -213,3 +213,11 @@ def thumbnail_jpeg(source: ImageSource, max_side: int, quality: int = 85) -> byt
         out = io.BytesIO()
         upright.save(out, "JPEG", quality=quality)
         return out.getvalue()
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """(S, S, C) uint8 pixels, C 1 or 3, as a PNG file's bytes."""
+    image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()

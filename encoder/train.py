@@ -219,8 +219,11 @@ def save_loss_curve(history: dict[str, list[float]], checks: list, path: str | o
     plt.close(fig)
 
 
-def train(pixels: np.ndarray, config: TrainConfig, index_dir: str | os.PathLike) -> dict[str, Any]:
-    """Train an autoencoder on (n, S, S, C) uint8 images, save it into `index_dir`; return `encoder.json`."""
+def train(pixels: np.ndarray, config: TrainConfig, index_dir: str | os.PathLike,
+          progress: bool = True) -> dict[str, Any]:
+    """Train an autoencoder on (n, S, S, C) uint8 images, save it into `index_dir`; return `encoder.json`.
+
+    `progress` shows a bar over the steps (on stderr); the log lines come either way."""
     import keras
 
     from encoder.model import build_autoencoder, start_from_pca
@@ -252,7 +255,7 @@ def train(pixels: np.ndarray, config: TrainConfig, index_dir: str | os.PathLike)
     model.optimizer.build(model.trainable_variables)
     budget = _step_budget(steps, config.time_budget)
     held_out = _held_out_callback(model, pixels[train_idx], pixels[val_idx], epochs)
-    callbacks = [_progress_callback(steps), budget, held_out]
+    callbacks = [*([_progress_callback(steps)] if progress else []), budget, held_out]
     baseline = mean_image_loss(pixels[train_idx], pixels[val_idx]) if len(val_idx) else None
     log.info("training %s autoencoder on %d images (%d held out): %d steps of %d images", config.variant,
              len(train_idx), len(val_idx), steps, batch)

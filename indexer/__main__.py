@@ -11,10 +11,11 @@ from typing import Any
 
 from encoder.options import TrainConfig, flag_fields, flag_help, whole_number
 from encoder.store import ModelError
-from indexer import settings
+from indexer import explore, settings
 from indexer.settings import argument_type
 
 BY_KEY = {s.key: s for s in settings.SETTINGS}
+EXPLORE_COMMANDS = {"duplicates": explore.cmd_duplicates, "outliers": explore.cmd_outliers, "map": explore.cmd_map}
 # Flags that BuildOptions has fields of its own for; every other training flag goes into BuildOptions.training.
 BUILD_FIELDS = ("image_size", "code_size", "steps", "epochs", "time_budget", "variant")
 
@@ -84,6 +85,7 @@ def _parser(prog: str = "python -m indexer") -> argparse.ArgumentParser:
                           help="neighbours scored for precision@k (10)")
     evaluate.add_argument("--metric", choices=("l2", "cosine"), default="l2",
                           help="code distance: l2 is what search ranks by (l2)")
+    explore.add_parsers(sub, common, index_arg, argument_type, whole_number)
     return parser
 
 
@@ -206,6 +208,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m indexer") -> int:
             return cmd_info(args)
         if args.command == "evaluate":
             return cmd_evaluate(args)
+        if args.command in EXPLORE_COMMANDS:
+            return EXPLORE_COMMANDS[args.command](args)
         return cmd_search(args)
     except (BuildError, ModelError, ImageError, EvaluationError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

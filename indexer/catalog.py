@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS images (
     height INTEGER NOT NULL,
     code BLOB NOT NULL,                     -- float32 little-endian, code_size values
     recon_error REAL,                       -- mean squared reconstruction error per pixel, in [0, 1]; NULL when
-                                            -- not measured (indexing measures a sample: see indexer.engine)
+                                            -- not measured (catalogues built when indexing measured a sample)
     indexed_at REAL NOT NULL,
     sketch BLOB                             -- 16x16 grey uint8 (indexer.copies); NULL in catalogues made before it
 );
@@ -245,9 +245,15 @@ class Catalog:
         return {r[0]: ImageRecord(*r) for r in rows}
 
     def recon_errors(self) -> np.ndarray:
-        """The measured reconstruction errors (a sample of the images), (m,) float32."""
+        """The measured reconstruction errors (every image's, in catalogues built since they all are), (m,) float32."""
         rows = self.conn.execute("SELECT recon_error FROM images WHERE recon_error IS NOT NULL")
         return np.array([r[0] for r in rows], dtype=np.float32)
+
+    def worst_reconstructed(self, n: int) -> list[tuple[int, str, float]]:
+        """The `n` images with the largest measured reconstruction error: (id, relpath, error), worst first."""
+        return self.conn.execute(
+            "SELECT id, relpath, recon_error FROM images WHERE recon_error IS NOT NULL "
+            "ORDER BY recon_error DESC, id LIMIT ?", (int(n),)).fetchall()
 
     def stats(self) -> dict:
         """Counts and sizes for `indexer info`."""

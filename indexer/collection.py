@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,8 +15,11 @@ import numpy as np
 from encoder.store import ModelError, read_info
 from indexer.catalog import Catalog
 from indexer.copies import SHORTLIST, copy_first, sketches
+from indexer.duplicates import COPY_EDITS, COPY_SAMPLE, Group, duplicate_groups, suggest_threshold
 from indexer.live import LiveVectors
 from indexer.lock import CollectionBusy, exclusive
+from indexer.neighbours import NeighbourGraph, distance_quantiles, neighbour_graph
+from indexer.projection import DEFAULT_METHOD, CollectionMap, folder_groups, project
 from indexer.vectors import VectorIndex, VectorsStale
 from indexer.writes import CollectionWriter
 
@@ -39,19 +44,23 @@ def check_model_matches(catalog: Catalog, model_sha256: str, index_dir: str | os
         )
 
 
-def calibration(vectors: VectorIndex, codes: np.ndarray, errors: np.ndarray) -> dict:
+def calibration(vectors: VectorIndex, ids: np.ndarray, codes: np.ndarray, errors: np.ndarray) -> dict:
     """What the service needs to present results, measured once per generation instead of at every start-up.
 
     score_scale: the median distance to the 10th neighbour (the distance that scores 0.5);
-    error_quantiles: the collection's reconstruction errors at every 0.1%, to place a query's error among them.
+    nn_quantiles: the nearest-neighbour distances at every 0.1%, the scale of a hit's percentile
+    (indexer.neighbours.percentile); error_quantiles: the reconstruction errors at every 0.1%, to place a
+    query's error among them.
     """
-    scale = 1.0
+    scale, nearest = 1.0, np.zeros(0)
     if len(codes) >= 2:
         rows = np.random.default_rng(0).choice(len(codes), min(CALIBRATION_SAMPLE, len(codes)), replace=False)
-        distances, _ = vectors.search(codes[rows], min(11, len(codes)))  # (m, <=11)
-        scale = float(np.median(distances[:, -1])) or 1.0
+        graph = neighbour_graph(vectors, ids[rows], codes[rows], k=min(10, len(codes) - 1))
+        tenth = graph.distances[:, -1]
+        scale = float(np.median(tenth[np.isfinite(tenth)])) or 1.0
+        nearest = graph.nearest
     quantiles = np.quantile(errors, np.linspace(0, 1, 1001)).tolist() if len(errors) else []
-    return {"score_scale": scale, "error_quantiles": quantiles}
+    return {"score_scale": scale, "nn_quantiles": distance_quantiles(nearest), "error_quantiles": quantiles}
 
 
 def load_vectors(catalog: Catalog, index_dir: str | os.PathLike, code_size: int, save: bool) -> VectorIndex:
@@ -63,7 +72,7 @@ def load_vectors(catalog: Catalog, index_dir: str | os.PathLike, code_size: int,
         log.info("building vectors from the catalogue: %s", why)
     ids, codes = catalog.all_codes(code_size)
     vectors = VectorIndex.build(ids, codes, generation)
-    vectors.meta["calibration"] = calibration(vectors, codes, catalog.recon_errors())
+    vectors.meta["calibration"] = calibration(vectors, ids, codes, catalog.recon_errors())
     if save:
         vectors.save(index_dir)
     return vectors
@@ -86,6 +95,25 @@ def _load_or_refresh(catalog: Catalog, index_dir: Path, code_size: int, save: bo
     return load_vectors(catalog, index_dir, code_size, save=False)
 
 
+def _with_current_calibration(catalog: Catalog, vectors: VectorIndex) -> VectorIndex:
+    """Vectors saved before the percentile scale existed get their calibration measured again, in memory."""
+    if "nn_quantiles" not in vectors.meta.get("calibration", {"nn_quantiles": None}):
+        log.info("measuring this collection's nearest-neighbour distances (saved by an older version)")
+        ids, codes = catalog.all_codes(vectors.dimension)
+        vectors.meta["calibration"] = calibration(vectors, ids, codes, catalog.recon_errors())
+    return vectors
+
+
+@dataclass(frozen=True)
+class Outlier:
+    """An image the model rebuilds badly: its reconstruction error, and the share of the collection rebuilt better."""
+
+    id: int
+    path: str
+    error: float  # mean squared error per pixel, in [0, 1]
+    percentile: float  # 0-100: the share of measured images with a smaller error
+
+
 @dataclass(frozen=True)
 class Hit:
     """One search result."""
@@ -106,6 +134,9 @@ class Collection:
     vectors: LiveVectors  # the saved index plus writes made while serving
     # One SQLite connection is shared by the server's threads; the lock keeps their statements apart.
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Views of the whole collection (neighbour graph, map), each computed once per catalogue generation.
+    _views: dict = field(default_factory=dict, repr=False)
+    _views_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike, save_stale: bool = False) -> Collection:
@@ -123,7 +154,8 @@ class Collection:
             check_model_matches(catalog, read_info(index_dir)["sha256"], index_dir)
             encoder = Encoder.load(index_dir)  # hashes encoder.keras against encoder.json before loading it
             check_model_matches(catalog, encoder.sha256, index_dir)
-            vectors = LiveVectors(_load_or_refresh(catalog, index_dir, encoder.code_size, save_stale))
+            saved = _load_or_refresh(catalog, index_dir, encoder.code_size, save_stale)
+            vectors = LiveVectors(_with_current_calibration(catalog, saved))
         except BaseException:
             catalog.close()
             raise
@@ -208,6 +240,106 @@ class Collection:
                         live = [live[order[0]]] + [p for p in live if p[1] != copy]
             hits = [Hit(i, records[i].relpath, d, copy=i == copy) for d, i in live]
             return hits[offset : offset + k]
+
+    # Collection-wide views --------------------------------------------------------------------------------------
+
+    def generation(self) -> int:
+        """The catalogue's generation: it moves with every committed change, HTTP writes included."""
+        with self._lock:
+            return self._catalog.generation
+
+    def codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every image's (id,) and (id, code_size) code, in id order, from the catalogue."""
+        with self._lock:
+            return self._catalog.all_codes(self.encoder.code_size)
+
+    def relpaths(self, ids: Iterable[int]) -> dict[int, str]:
+        """id -> path for the ids that exist."""
+        with self._lock:
+            return {i: r.relpath for i, r in self._catalog.records(ids).items()}
+
+    def graph(self) -> tuple[NeighbourGraph, dict[int, np.ndarray]]:
+        """The neighbour graph of every image and the codes it was made from; measured once per generation."""
+        with self._views_lock:  # one thread measures; the others wait for its result instead of measuring too
+            generation = self.generation()
+            cached = self._views.get("graph")
+            if cached is None or cached[0] != generation:
+                ids, codes = self.codes()
+                started = time.perf_counter()
+                graph = neighbour_graph(self.vectors, ids, codes)
+                log.info("neighbour graph of %d images in %.1f s", len(ids), time.perf_counter() - started)
+                cached = (generation, graph, dict(zip(ids.tolist(), codes)))
+                self._views["graph"] = cached
+            return cached[1], cached[2]
+
+    def copy_distances(self) -> np.ndarray:
+        """(m,) distances between the codes of a sample of the collection's images and of their edited copies (mild
+        everyday edits, indexer.duplicates.COPY_EDITS); measured once per generation, empty without readable files."""
+        with self._views_lock:
+            generation = self.generation()
+            cached = self._views.get("copies")
+            if cached is None or cached[0] != generation:
+                cached = (generation, self._measure_copy_distances())
+                self._views["copies"] = cached
+            return cached[1]
+
+    def _measure_copy_distances(self) -> np.ndarray:
+        from encoder.augment import Edits
+        from encoder.preprocess import ImageError, load_image
+
+        root = self.images_root
+        ids, _ = self.codes()
+        if root is None or not len(ids):
+            return np.zeros(0, np.float32)
+        chosen = ids[np.linspace(0, len(ids) - 1, min(COPY_SAMPLE, len(ids))).astype(int)]
+        paths = self.relpaths(chosen.tolist())
+        size, channels = self.encoder.image_size, self.encoder.channels
+        pixels = []
+        for image_id in chosen.tolist():
+            try:
+                pixels.append(load_image(root / paths[image_id], size, channels).pixels)
+            except (ImageError, OSError, KeyError):  # removed or changed since it was indexed: sample the rest
+                continue
+        if not pixels:
+            return np.zeros(0, np.float32)
+        clean = np.stack(pixels)  # (m, S, S, C) uint8
+        edits = Edits(COPY_EDITS, seed=0)  # the same draws at every measurement
+        views = [np.clip(np.round(np.asarray(edits(clean.astype(np.float32) / 255.0, training=True)) * 255), 0, 255)
+                 .astype(np.uint8) for _ in range(2)]  # two edited copies of each, (m, S, S, C) each
+        original = self.encoder.encode(clean)  # (m, code_size)
+        return np.concatenate([np.linalg.norm(self.encoder.encode(v) - original, axis=1) for v in views])
+
+    def duplicates(self, threshold: float | None = None) -> tuple[list[Group], float, float]:
+        """Groups of near-duplicates, largest first, at `threshold` (None: the suggested one); also returns the
+        threshold used and the suggested one."""
+        graph, codes = self.graph()
+        suggested = suggest_threshold(graph.nearest, self.copy_distances())
+        used = suggested if threshold is None else float(threshold)
+        return duplicate_groups(graph, codes, used), used, suggested
+
+    def outliers(self, n: int) -> tuple[list[Outlier], int]:
+        """The `n` images rebuilt worst, worst first, and how many images have a measured error."""
+        with self._lock:
+            errors = np.sort(self._catalog.recon_errors())  # (m,)
+            worst = self._catalog.worst_reconstructed(n)
+        measured = len(errors)
+        found = [Outlier(i, path, float(e), round(100.0 * float(np.searchsorted(errors, e, "left")) / measured, 2))
+                 for i, path, e in worst]
+        return found, measured
+
+    def map(self, method: str = DEFAULT_METHOD) -> CollectionMap:
+        """Every image's place on a 2-D map of the codes; computed once per generation and method."""
+        with self._views_lock:
+            generation = self.generation()
+            cached = self._views.get(("map", method))
+            if cached is None or cached.generation != generation:
+                with self._lock:  # codes and paths of the same moment, both in id order
+                    ids, codes = self._catalog.all_codes(self.encoder.code_size)
+                    paths = self._catalog.relpaths()
+                group, groups = folder_groups(paths)
+                cached = CollectionMap(ids, project(codes, method), group, groups, method, generation)
+                self._views[("map", method)] = cached
+            return cached
 
     def close(self) -> None:
         """Release the catalogue connection."""

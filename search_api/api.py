@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import hmac
+import math
 import re
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
+from indexer.projection import DEFAULT_METHOD, METHODS
 from search_api.engine import Engine, NotFound, SearchResult
 from search_api.errors import ApiError
 from search_api.settings import MAX_IMAGES_PER_REQUEST, MAX_K, MAX_OFFSET
@@ -59,7 +61,7 @@ def _response(result: SearchResult, k: int, offset: int) -> Response:
     body = {
         "results": [
             {"id": h.id, "path": h.path, "distance": round(h.distance, 6), "score": significant(eng.score(h.distance)),
-             "copy": h.copy, "thumbnail": f"/api/images/{h.id}/thumbnail"}
+             "percentile": eng.percentile(h.distance), "copy": h.copy, "thumbnail": f"/api/images/{h.id}/thumbnail"}
             for h in result.hits
         ],
         "took_ms": round(result.took_ms, 2),
@@ -124,6 +126,56 @@ def thumbnail(raw_id: str):
     response = Response(engine().thumbnail(_image_id(raw_id)), mimetype="image/jpeg")
     response.cache_control.max_age = 3600
     return response
+
+
+@bp.get("/images/<raw_id>/reconstruction")
+def reconstruction(raw_id: str):
+    """A PNG of what the model makes of an indexed image (at the model's input size)."""
+    response = Response(engine().reconstruction(_image_id(raw_id)), mimetype="image/png")
+    response.cache_control.max_age = 3600
+    return response
+
+
+@bp.post("/reconstruction")
+def reconstruct_upload():
+    """A PNG of what the model makes of an uploaded image."""
+    return Response(engine().reconstruct(_uploaded_image()), mimetype="image/png")
+
+
+def _threshold() -> float | None:
+    raw = request.args.get("threshold", "auto")
+    if raw in ("", "auto"):
+        return None
+    try:
+        value = float(raw) if len(raw) <= 40 else math.nan
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ApiError(400, "invalid_parameter",
+                       f"threshold must be 'auto' or a distance of 0 or more, got {raw[:40]!r}")
+    return value
+
+
+@bp.get("/duplicates")
+def duplicates():
+    """Groups of near-duplicate images, largest first; ?threshold=auto|D, ?limit= groups."""
+    threshold = _threshold()
+    return jsonify({**engine().duplicates(threshold, _int_arg("limit", 100, 1, MAX_K)), "images": engine().images})
+
+
+@bp.get("/outliers")
+def outliers():
+    """The images the model rebuilds worst, worst first; ?n= how many."""
+    return jsonify(engine().outliers(_int_arg("n", 50, 1, MAX_K)))
+
+
+@bp.get("/map")
+def collection_map():
+    """Every image's place on a 2-D map of the codes; ?method=pca|umap."""
+    method = request.args.get("method") or DEFAULT_METHOD
+    if method not in METHODS:
+        raise ApiError(400, "invalid_parameter", f"method must be one of {', '.join(METHODS)}, got {method[:40]!r}")
+    return jsonify(engine().map(method))
 
 
 def _require_token() -> None:

@@ -30,8 +30,9 @@ class SearchError(Exception):
 
 @dataclass(frozen=True)
 class Hit:
-    """One result: the image's id, its path inside the indexed folder, code distance and score in (0, 1], and
-    whether it is an edited copy of the query (put first by the server's copy check)."""
+    """One result: the image's id, its path inside the indexed folder, code distance and score in (0, 1], whether
+    it is an edited copy of the query (put first by the server's copy check), and the distance's percentile: the
+    share (0-100) of the collection's nearest-neighbour pairs that are further apart."""
 
     id: int
     path: str
@@ -39,6 +40,7 @@ class Hit:
     score: float
     thumbnail: str
     copy: bool = False
+    percentile: float | None = None  # None from a server older than the percentile
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,8 @@ class SearchClient:
     @staticmethod
     def _parse(body: dict[str, Any]) -> SearchResponse:
         hits = [Hit(int(r["id"]), r["path"], float(r["distance"]), float(r["score"]), r["thumbnail"],
-                    bool(r.get("copy", False))) for r in body["results"]]
+                    bool(r.get("copy", False)), None if r.get("percentile") is None else float(r["percentile"]))
+                for r in body["results"]]
         return SearchResponse(hits, float(body["took_ms"]), int(body["k"]), int(body["offset"]), int(body["images"]),
                               body["model"], body.get("query"))
 
@@ -172,6 +175,29 @@ class SearchClient:
     def image(self, image_id: int) -> bytes:
         """The original file of an indexed image."""
         return self._send("GET", f"/api/images/{int(image_id)}").content
+
+    def duplicates(self, threshold: float | None = None, limit: int = 100) -> dict[str, Any]:
+        """Groups of near-duplicates, largest first: {'threshold', 'threshold_percentile', 'suggested_threshold',
+        'groups': [{'members': [{'id', 'path', 'distance', 'thumbnail'}]}], ...}; threshold None: the suggested one."""
+        params = {"threshold": "auto" if threshold is None else repr(float(threshold)), "limit": limit}
+        return self._request("GET", "/api/duplicates", params=params)
+
+    def outliers(self, n: int = 50) -> list[dict[str, Any]]:
+        """The `n` images the model rebuilds worst: [{'id', 'path', 'reconstruction_error', 'error_percentile'}]."""
+        return list(self._request("GET", "/api/outliers", params={"n": n})["results"])
+
+    def reconstruction(self, image_id: int) -> bytes:
+        """PNG bytes of what the model makes of an indexed image."""
+        return self._send("GET", f"/api/images/{int(image_id)}/reconstruction").content
+
+    def reconstruct(self, image: Query) -> bytes:
+        """PNG bytes of what the model makes of an image of yours."""
+        files = {"image": ("query", _as_bytes(image), "application/octet-stream")}
+        return self._send("POST", "/api/reconstruction", files=files).content
+
+    def map(self, method: str = "pca") -> dict[str, Any]:
+        """Every image's place on a 2-D map: {'ids', 'x', 'y', 'group', 'groups', 'method', 'generation'}."""
+        return self._request("GET", "/api/map", params={"method": method})
 
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}

@@ -15,6 +15,9 @@ COMMANDS = {
     "info": "JSON summary of a collection",
     "search": "nearest neighbours of an image, without a server",
     "evaluate": "precision@k and mAP by sub-folder label",
+    "duplicates": "groups of near-identical images, largest first",
+    "outliers": "the images the model understands least",
+    "map": "a 2-D map of every image's code, as a PNG",
     SERVE: "serve the search page and the JSON API (python -m search_api)",
 }
 

@@ -15,6 +15,8 @@ import numpy as np
 from encoder.preprocess import ImageError
 from indexer.collection import Collection, Hit
 from indexer.copies import sketches
+from indexer.explore import duplicates_report, outliers_report
+from indexer.neighbours import percentile
 from indexer.writes import Added, CollectionWriter
 from search_api.batcher import MicroBatcher
 
@@ -48,6 +50,7 @@ class Engine:
         calibration = self.collection.calibration
         self._scale = float(calibration.get("score_scale", 1.0)) or 1.0
         self._error_quantiles = np.asarray(calibration.get("error_quantiles", []), np.float64)  # (1001,) or (0,)
+        self._nn_quantiles = np.asarray(calibration.get("nn_quantiles", []), np.float64)  # (1001,) or (0,)
         self._thumbnail = functools.lru_cache(maxsize=4096)(self._make_thumbnail)
         self._warm_up()
         self._batcher = MicroBatcher(self.collection.encoder.encode_with_error)
@@ -72,6 +75,10 @@ class Engine:
     def score(self, distance: float) -> float:
         """Similarity in (0, 1]: 1 for identical codes, 0.5 at the typical 10th-neighbour distance."""
         return math.exp(-math.log(2) * distance / self._scale)
+
+    def percentile(self, distance: float) -> float:
+        """0-100: the share of the collection's nearest-neighbour distances larger than `distance`."""
+        return round(float(percentile(distance, self._nn_quantiles)), 2)
 
     def _unusualness(self, error: float) -> dict[str, Any]:
         quantiles = self._error_quantiles
@@ -147,6 +154,48 @@ class Engine:
         if self.writer is None:
             raise PermissionError("writes are disabled on this server")
         return self.writer
+
+    # Views of the whole collection --------------------------------------------------------------------------
+
+    def duplicates(self, threshold: float | None = None, limit: int = 100) -> dict[str, Any]:
+        """Groups of near-duplicates, largest first (at most `limit`), at `threshold` (None: the suggested one)."""
+        report = duplicates_report(self.collection, threshold, limit)
+        for group in report["groups"]:
+            for member in group["members"]:
+                member["thumbnail"] = f"/api/images/{member['id']}/thumbnail"
+        return report
+
+    def outliers(self, n: int) -> dict[str, Any]:
+        """The `n` images the model rebuilds worst, worst first."""
+        report = outliers_report(self.collection, n)
+        for r in report["results"]:
+            r["thumbnail"] = f"/api/images/{r['id']}/thumbnail"
+            r["reconstruction"] = f"/api/images/{r['id']}/reconstruction"
+        return report
+
+    def reconstruction(self, image_id: int) -> bytes:
+        """PNG of what the model makes of an indexed image, at the model's input size."""
+        path = self.image_path(image_id)
+        try:
+            return self.reconstruct(path)
+        except ImageError as exc:  # as for thumbnails: the reason stays in the log
+            log.warning("reconstruction of image %d: %s", image_id, exc)
+            raise NotFound(f"the file of image {image_id} can no longer be read; re-run the indexer") from None
+
+    def reconstruct(self, source) -> bytes:
+        """PNG of what the model makes of an image (path or bytes); raises ImageError for a bad one."""
+        from encoder.preprocess import load_image, png_bytes
+
+        encoder = self.collection.encoder
+        pixels = load_image(source, encoder.image_size, encoder.channels).pixels  # (S, S, C)
+        return png_bytes(encoder.reconstruct(pixels[None])[0])
+
+    def map(self, method: str) -> dict[str, Any]:
+        """Every image's place on a 2-D map of the codes, as parallel arrays (compact at 100,000 points)."""
+        points = self.collection.map(method)
+        return {"method": points.method, "generation": points.generation, "images": len(points.ids),
+                "ids": points.ids.tolist(), "x": np.round(points.xy[:, 0], 5).tolist(),
+                "y": np.round(points.xy[:, 1], 5).tolist(), "group": points.group.tolist(), "groups": points.groups}
 
     def close(self) -> None:
         """Stop the encoder thread and release the catalogue."""

@@ -7,6 +7,7 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from encoder.preprocess import ImageError
+from indexer.projection import ProjectionUnavailable
 from indexer.writes import BadUpload, WriteBusy
 from search_api.engine import NotFound
 
@@ -31,6 +32,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str, str]] = {
     ImageError: (400, "invalid_image", "cannot use this image: "),  # the query image; stored files never get here
     BadUpload: (400, "invalid_image", "nothing was added: "),
     WriteBusy: (409, "busy", ""),
+    ProjectionUnavailable: (400, "unavailable", ""),  # a map method whose optional extra this server lacks
 }
 
 

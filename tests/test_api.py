@@ -24,7 +24,7 @@ from tests.support import start_server, stop_server
 
 N_IMAGES = 40  # the good images of the tiny collection (it also holds a corrupt, an empty and a text file)
 SEARCH_KEYS = ["results", "took_ms", "k", "offset", "images", "model", "query"]
-HIT_KEYS = {"id", "path", "distance", "score", "copy", "thumbnail"}
+HIT_KEYS = {"id", "path", "distance", "score", "percentile", "copy", "thumbnail"}
 
 
 # ---------------------------------------------------------------------------------------------------------------

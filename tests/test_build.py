@@ -179,10 +179,10 @@ def test_input_size_follows_small_collections(tmp_path):
 
 
 @pytest.mark.slow
-def test_reconstruction_errors_are_measured_for_a_sample_and_codes_do_not_depend_on_it(tmp_path):
+def test_reconstruction_errors_are_measured_for_every_image_or_a_sample_and_codes_do_not_depend_on_it(tmp_path):
     images = tmp_path / "images"
     write_images(images, 60)
-    build(images, tmp_path / "all", BuildOptions(**TINY, error_sample=1_000))
+    build(images, tmp_path / "all", BuildOptions(**TINY))  # the default: every image (outliers rank them all)
     # The same model, a second collection measuring a sample of 15 of the 60 images.
     (tmp_path / "some").mkdir()
     for name in ("encoder.keras", "encoder.json"):
