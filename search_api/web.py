@@ -22,9 +22,10 @@ CONTENT_SECURITY_POLICY = "; ".join([
 
 
 def _asset_version(static_folder: str) -> str:
-    """A token that changes when app.js or style.css does, so a browser never runs an old script on a new page."""
+    """A token that changes when a script or the stylesheet does: a browser never runs an old script on a new page."""
     folder = Path(static_folder)
-    stamps = [int((folder / name).stat().st_mtime) for name in ("app.js", "style.css") if (folder / name).exists()]
+    names = ("app.js", "views.js", "style.css")
+    stamps = [int((folder / name).stat().st_mtime) for name in names if (folder / name).exists()]
     return format(max(stamps, default=0), "x")
 
 

@@ -115,6 +115,8 @@ function idFromUrl(text) {
 function route() {
   if (location.hash === state.routedHash) return;
   state.routedHash = location.hash;
+  const view = new URLSearchParams(location.hash.replace(/^#/, "")).get("view") || "search";
+  if (window.LookalikeViews.open(view)) return; // duplicates, outliers, map (views.js); an unknown one is a search
   const { id, raw, k: linkK } = parseHash();
   if (id) {
     setK(linkK || DEFAULT_K);
@@ -192,6 +194,7 @@ async function search(query, append = false) {
     return;
   }
   render(answer.body, append);
+  if (!append) showQueryRecon();
 }
 
 function setBusy(on, append) {
@@ -262,12 +265,51 @@ function card(hit) {
 
   link.querySelector(".score").textContent = score;
   link.querySelector(".distance").textContent = `d ${distance}`;
+  if (typeof hit.percentile === "number") {
+    link.querySelector(".percentile").textContent = `pctl ${Math.floor(hit.percentile)}`;
+  }
+  const recon = link.querySelector(".recon");
+  recon.alt = `What the model makes of ${hit.path}`;
+  recon.dataset.src = `/api/images/${id}/reconstruction`;
+  if ($("show-recon").checked) showRecon(recon);
   const cut = hit.path.lastIndexOf("/") + 1;
   const path = link.querySelector(".path");
   path.title = hit.path;
   path.querySelector(".dir").textContent = hit.path.slice(0, cut);
   path.querySelector(".name").textContent = hit.path.slice(cut);
   return item;
+}
+
+/** Load and show a reconstruction image whose URL waits in data-src. */
+function showRecon(img) {
+  if (img.dataset.src && img.getAttribute("src") !== img.dataset.src) img.src = img.dataset.src;
+  img.hidden = false;
+}
+
+/** What the model makes of the query: by id from the server's file, a picked file by uploading it. */
+async function showQueryRecon() {
+  const img = $("query-recon");
+  const view = state.view;
+  if (!$("show-recon").checked || !view) {
+    img.hidden = true;
+    return;
+  }
+  if (view.kind === "id") {
+    img.src = `/api/images/${view.id}/reconstruction`;
+  } else {
+    const form = new FormData();
+    form.append("image", view.file, view.file.name || "query");
+    try {
+      const response = await fetch("/api/reconstruction", { method: "POST", body: form });
+      if (!response.ok || state.view !== view) return;
+      if (img.dataset.objectUrl) URL.revokeObjectURL(img.dataset.objectUrl);
+      img.dataset.objectUrl = URL.createObjectURL(await response.blob());
+      img.src = img.dataset.objectUrl;
+    } catch (err) {
+      return; // the search itself reports an unreachable server
+    }
+  }
+  img.hidden = false;
 }
 
 function showUnusual(query) {
@@ -484,6 +526,14 @@ function wire() {
     search(state.view);
   });
   $("more").addEventListener("click", () => state.view && search(state.view, true));
+  $("show-recon").addEventListener("change", (e) => {
+    document.body.classList.toggle("with-recon", e.target.checked);
+    for (const img of $("results").querySelectorAll(".recon")) {
+      if (e.target.checked) showRecon(img);
+      else img.hidden = true;
+    }
+    showQueryRecon();
+  });
 
   // Back, Forward, an edited address and a followed card all land here. Some moves fire both events; route()
   // ignores a hash it has already built.
