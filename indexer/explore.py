@@ -81,7 +81,8 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{report['groups_total']} groups of near-duplicates ({report['images_in_groups']} images) at distance "
+    groups = "group" if report["groups_total"] == 1 else "groups"
+    print(f"{report['groups_total']} {groups} of near-duplicates ({report['images_in_groups']} images) at distance "
           f"{report['threshold']:.4g} (closer than {report['threshold_percentile']:g}% of nearest-neighbour pairs; "
           f"suggested {report['suggested_threshold']:.4g})")
     for number, group in enumerate(report["groups"], 1):

@@ -5,7 +5,17 @@ import os
 
 import pytest
 
-from tests.support import TINY, Collection, LiveServer, run_cli, start_server, stop_server, write_images
+from tests.support import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    TINY,
+    Collection,
+    LiveServer,
+    run_cli,
+    start_server,
+    stop_server,
+    write_images,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -43,3 +53,27 @@ def app(tiny_collection):
 def client(app):
     """Flask's test client."""
     return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium through Playwright (never a downloaded browser)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture()
+def page(browser, live_server):
+    """A fresh page on the shared server's query page; `page.problems` collects console errors and exceptions."""
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.problems = []  # console errors (CSP violations among them) and uncaught exceptions
+    page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
+    page.on("pageerror", lambda exc: page.problems.append(str(exc)))
+    page.goto(live_server.url + "/")
+    yield page
+    context.close()

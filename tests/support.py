@@ -13,9 +13,11 @@ from pathlib import Path
 
 from benchmarks.harness import REPO, LiveServer, free_port, make_image, start_server, stop_server
 
-__all__ = ["REPO", "TINY", "Collection", "LiveServer", "free_port", "make_image", "run_cli", "start_server",
-           "stop_server", "write_images"]
+__all__ = ["CHROMIUM", "CHROMIUM_FLAGS", "REPO", "TINY", "Collection", "LiveServer", "free_port", "make_image",
+           "run_cli", "start_server", "stop_server", "write_images"]
 
+CHROMIUM = "/usr/bin/chromium"  # Debian's; CI installs it, so its absence fails the browser tests
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TINY = ["--epochs", "3", "--image-size", "16", "--code-size", "8"]  # a model that trains in seconds
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

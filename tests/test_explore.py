@@ -151,7 +151,7 @@ def test_hits_carry_a_percentile_on_the_collections_own_scale(client):
 def test_the_cli_lists_duplicates_and_outliers_and_draws_the_map(copies, tmp_path):
     images, index = copies
     listing = run_cli("indexer", "duplicates", "--index", str(index), "--threshold", "1e9").stdout
-    assert listing.startswith("1 groups of near-duplicates (33 images) at distance 1e+09 (closer than 0% of")
+    assert listing.startswith("1 group of near-duplicates (33 images) at distance 1e+09 (closer than 0% of")
     assert "copies/half-size.png" in listing and "copies/recompressed.jpg" in listing
     report = json.loads(run_cli("indexer", "duplicates", "--index", str(index), "--json").stdout)
     assert {m["path"] for m in report["groups"][0]["members"]} >= {"a/img_0003.jpg", "copies/same-bytes.jpg"}

@@ -101,7 +101,8 @@ window.LookalikeViews = (() => {
       return;
     }
     const shown = body.groups.length < body.groups_total ? `, the ${body.groups.length} largest shown` : "";
-    status("duplicates", `${numbers.format(body.groups_total)} groups, ${numbers.format(body.images_in_groups)} ` +
+    const groupsWord = body.groups_total === 1 ? "group" : "groups";
+    status("duplicates", `${numbers.format(body.groups_total)} ${groupsWord}, ${numbers.format(body.images_in_groups)} ` +
       `images, at ${where}${shown}.`);
     for (const [n, group] of body.groups.entries()) {
       const item = document.createElement("li");
@@ -445,7 +446,12 @@ window.LookalikeViews = (() => {
     return true;
   }
 
+  /** Where point `i` of the map is drawn, in canvas pixels (for scripts and tests that aim at a dot). */
+  function mapPoint(i) {
+    return toPixel(map.data.x[i], map.data.y[i], canvasSize());
+  }
+
   wireDuplicates();
   wireMap();
-  return { open };
+  return { open, mapPoint, mapIds: () => (map.data ? map.data.ids : []) };
 })();
