@@ -139,14 +139,19 @@ def test_the_pca_map_is_deterministic_and_spreads_the_strongest_directions():
         project(codes, "tsne")
 
 
-def test_umap_is_an_optional_extra():
+@pytest.mark.skipif(not umap_available(), reason="umap-learn (the optional map extra) is not installed")
+def test_the_umap_map_when_its_extra_is_installed():
     codes = np.random.default_rng(4).standard_normal((60, D))
-    if umap_available():
-        xy = project(codes, "umap")
-        assert xy.shape == (60, 2) and np.isfinite(xy).all()
-    else:
-        with pytest.raises(ProjectionUnavailable, match="optional extra"):
-            project(codes, "umap")
+    xy = project(codes, "umap")
+    assert xy.shape == (60, 2) and np.isfinite(xy).all() and xy.min() == 0.0 and xy.max() == 1.0
+
+
+def test_without_the_extra_umap_is_a_clear_error(monkeypatch):
+    import indexer.projection
+
+    monkeypatch.setattr(indexer.projection, "umap_available", lambda: False)
+    with pytest.raises(ProjectionUnavailable, match="optional extra"):
+        project(np.random.default_rng(4).standard_normal((60, D)), "umap")
 
 
 def test_map_groups_are_top_level_folders_largest_first():
