@@ -18,7 +18,7 @@ from indexer.copies import SHORTLIST, copy_first, sketches
 from indexer.duplicates import COPY_EDITS, COPY_SAMPLE, Group, duplicate_groups, suggest_threshold
 from indexer.live import LiveVectors
 from indexer.lock import CollectionBusy, exclusive
-from indexer.neighbours import NeighbourGraph, distance_quantiles, neighbour_graph
+from indexer.neighbours import NeighbourGraph, collection_graph, distance_quantiles, neighbour_graph
 from indexer.projection import DEFAULT_METHOD, CollectionMap, folder_groups, project
 from indexer.vectors import VectorIndex, VectorsStale
 from indexer.writes import CollectionWriter
@@ -266,7 +266,7 @@ class Collection:
             if cached is None or cached[0] != generation:
                 ids, codes = self.codes()
                 started = time.perf_counter()
-                graph = neighbour_graph(self.vectors, ids, codes)
+                graph = collection_graph(ids, codes, self.vectors)
                 log.info("neighbour graph of %d images in %.1f s", len(ids), time.perf_counter() - started)
                 cached = (generation, graph, dict(zip(ids.tolist(), codes)))
                 self._views["graph"] = cached
