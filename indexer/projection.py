@@ -53,7 +53,9 @@ def project(codes: np.ndarray, method: str = DEFAULT_METHOD, seed: int = 0) -> n
                                         "(or pip install -r requirements-map.txt)")
         import umap
 
-        xy = umap.UMAP(n_components=2, n_neighbors=min(15, len(codes) - 1), random_state=seed).fit_transform(codes)
+        # One job: a seeded UMAP runs single-threaded anyway (and says so in a warning when asked for more).
+        xy = umap.UMAP(n_components=2, n_neighbors=min(15, len(codes) - 1), random_state=seed,
+                       n_jobs=1).fit_transform(codes)
     else:
         centred = codes - codes.mean(axis=0)
         _, _, vt = np.linalg.svd(centred, full_matrices=False)  # rows of vt: principal axes, strongest first

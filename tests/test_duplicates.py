@@ -139,6 +139,7 @@ def test_the_pca_map_is_deterministic_and_spreads_the_strongest_directions():
         project(codes, "tsne")
 
 
+@pytest.mark.slow  # numba compiles UMAP's kernels on first use
 @pytest.mark.skipif(not umap_available(), reason="umap-learn (the optional map extra) is not installed")
 def test_the_umap_map_when_its_extra_is_installed():
     codes = np.random.default_rng(4).standard_normal((60, D))
