@@ -237,3 +237,30 @@ def test_every_view_fits_a_phone(browser, live_server, view):
     assert page.evaluate("() => document.scrollingElement.scrollWidth") <= 390  # nothing wider than the screen
     shot(page, f"{name}-phone")
     context.close()
+
+
+def test_views_say_so_when_a_collection_is_too_small_or_a_request_fails(page, live_server):
+    one = {"threshold": 0.0, "threshold_percentile": 50.0, "suggested_threshold": 0.0, "groups_total": 0,
+           "images_in_groups": 0, "groups": [], "images": 1}
+    page.route("**/api/duplicates*", lambda r: r.fulfill(status=200, content_type="application/json",
+                                                         body=json.dumps(one)))
+    page.route("**/api/map*", lambda r: r.fulfill(status=200, content_type="application/json", body=json.dumps(
+        {"method": "pca", "generation": 1, "images": 1, "ids": [1], "x": [0.0], "y": [0.0], "group": [0],
+         "groups": [""]})))
+    envelope = {"error": {"status": 503, "code": "internal_error", "message": "the server is restarting"}}
+    page.route("**/api/outliers*", lambda r: r.fulfill(status=503, content_type="application/json",
+                                                       body=json.dumps(envelope)))
+    open_view(page, live_server, "#view=duplicates")
+    expect(page.locator("#duplicates-view .view-status")).to_have_text(
+        "The collection needs at least two images to have duplicates.")
+    page.locator('#views a[data-view="map"]').click()
+    expect(page.locator("#map-view .view-status")).to_have_text("The collection needs at least two images for a map.")
+    page.locator('#views a[data-view="outliers"]').click()
+    expect(page.locator("#outliers-view .view-error")).to_have_text("the server is restarting")
+    expect(page.locator("#outliers-view .view-error")).to_be_visible()
+    # Failed loads are retried when the view is opened again, not remembered as done.
+    page.unroute("**/api/outliers*")
+    page.locator('#views a[data-view="search"]').click()
+    page.locator('#views a[data-view="outliers"]').click()
+    expect(page.locator("#outlier-list .pair")).to_have_count(40)
+    expect(page.locator("#outliers-view .view-error")).to_be_hidden()
