@@ -236,13 +236,14 @@ class Catalog:
     def records(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
         """id -> ImageRecord for the ids that exist."""
         ids = [int(i) for i in ids]
-        if not ids:
-            return {}
-        marks = ",".join("?" * len(ids))
-        rows = self.conn.execute(
-            f"SELECT id, relpath, width, height, size, sha256 FROM images WHERE id IN ({marks})", ids
-        )
-        return {r[0]: ImageRecord(*r) for r in rows}
+        found: dict[int, ImageRecord] = {}
+        for start in range(0, len(ids), 500):  # SQLite caps the parameters of one statement (32,766 on many builds)
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT id, relpath, width, height, size, sha256 FROM images WHERE id IN ({marks})", chunk)
+            found.update((r[0], ImageRecord(*r)) for r in rows)
+        return found
 
     def recon_errors(self) -> np.ndarray:
         """The measured reconstruction errors (every image's, in catalogues built since they all are), (m,) float32."""

@@ -32,6 +32,19 @@ def test_upsert_keeps_ids_and_ids_are_never_reused(tmp_path):
         assert codes.shape == (2, 2) and codes.dtype == np.float32
 
 
+def test_records_and_worst_reconstructed_over_many_ids(tmp_path):
+    with Catalog(tmp_path) as cat:
+        with cat.conn:
+            cat.upsert([NewImage(f"{i}.jpg", 10, 1, "ab" * 32, 4, 4, np.zeros(2, np.float32), i / 40_000)
+                        for i in range(40_000)])
+        ids, _ = cat.all_codes(2)
+        records = cat.records(ids.tolist())  # more ids than many SQLite builds take in one statement
+        assert len(records) == 40_000 and records[int(ids[7])].relpath == "7.jpg"
+        worst = cat.worst_reconstructed(3)
+        assert [path for _, path, _ in worst] == ["39999.jpg", "39998.jpg", "39997.jpg"]
+        assert len(cat.recon_errors()) == 40_000
+
+
 def test_generation_and_fingerprints(tmp_path):
     with Catalog(tmp_path) as cat:
         assert cat.generation == 0
