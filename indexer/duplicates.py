@@ -52,6 +52,19 @@ class Group:
         return max(d for _, d in self.members)
 
 
+def parse_threshold(raw: str) -> float | None:
+    """'auto' (None: the suggested threshold) or a finite distance of 0 or more; raises ValueError otherwise."""
+    if raw in ("", "auto"):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise ValueError("expected 'auto' or a distance of 0 or more")
+    return value
+
+
 def suggest_threshold(nearest: np.ndarray, copy_distances: np.ndarray | None = None) -> float:
     """A distance threshold for duplicates (see the module's docstring); 0.0 for fewer than two images.
 

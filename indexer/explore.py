@@ -5,26 +5,15 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from indexer.collection import Collection
+from indexer.duplicates import parse_threshold
 from indexer.neighbours import percentile
 from indexer.projection import CollectionMap
 
 LEGEND_GROUPS = 12  # folders named in the map's legend; the rest are drawn grey as "other folders"
-
-
-def _threshold(raw: str) -> float | None:
-    """'auto' or a distance of 0 or more, for --threshold."""
-    if raw == "auto":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError("expected 'auto' or a distance of 0 or more") from None
-    if not value >= 0 or value == float("inf"):
-        raise ValueError("expected 'auto' or a distance of 0 or more")
-    return value
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser, index_arg, argument_type, whole_number) -> None:
@@ -32,7 +21,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, index_arg, argument_t
     dups = sub.add_parser("duplicates", parents=[common],
                           help="groups of near-identical images (edited copies, re-encodes, resizes), largest first")
     index_arg(dups)
-    dups.add_argument("--threshold", type=argument_type(_threshold, "threshold"), default=None, metavar="auto|D",
+    dups.add_argument("--threshold", type=argument_type(parse_threshold, "threshold"), default=None, metavar="auto|D",
                       help="code distance below which two images are duplicates (auto: suggested from the "
                            "collection's own nearest-neighbour distances)")
     dups.add_argument("--json", action="store_true", help="print JSON instead of a listing")
@@ -72,12 +61,17 @@ def outliers_report(collection: Collection, n: int) -> dict[str, Any]:
         for o in found]}
 
 
-def cmd_duplicates(args: argparse.Namespace) -> int:
-    collection = Collection.open(args.index)
+def _report(index, make: Callable[[Collection], Any]) -> Any:
+    """`make(collection)` on the collection at `index`, opened for it and closed after."""
+    collection = Collection.open(index)
     try:
-        report = duplicates_report(collection, args.threshold)
+        return make(collection)
     finally:
         collection.close()
+
+
+def cmd_duplicates(args: argparse.Namespace) -> int:
+    report = _report(args.index, lambda c: duplicates_report(c, args.threshold))
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -93,11 +87,7 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
 
 
 def cmd_outliers(args: argparse.Namespace) -> int:
-    collection = Collection.open(args.index)
-    try:
-        report = outliers_report(collection, args.n)
-    finally:
-        collection.close()
+    report = _report(args.index, lambda c: outliers_report(c, args.n))
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -112,11 +102,7 @@ def cmd_outliers(args: argparse.Namespace) -> int:
 
 
 def cmd_map(args: argparse.Namespace) -> int:
-    collection = Collection.open(args.index)
-    try:
-        points = collection.map(args.method)
-    finally:
-        collection.close()
+    points = _report(args.index, lambda c: c.map(args.method))
     save_map_png(points, args.png, title=f"{os.path.basename(os.path.abspath(args.index))}: {len(points.ids):,} "
                                         f"images ({points.method.upper()} of the codes)")
     print(f"wrote {args.png}: {len(points.ids)} images in {len(points.groups)} folders ({points.method})",

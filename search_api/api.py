@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import hmac
-import math
 import re
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
+from indexer.duplicates import parse_threshold
 from indexer.projection import DEFAULT_METHOD, METHODS
 from search_api.engine import Engine, NotFound, SearchResult
 from search_api.errors import ApiError
@@ -144,16 +144,13 @@ def reconstruct_upload():
 
 def _threshold() -> float | None:
     raw = request.args.get("threshold", "auto")
-    if raw in ("", "auto"):
-        return None
     try:
-        value = float(raw) if len(raw) <= 40 else math.nan
+        if len(raw) > 40:  # no distance needs more characters; and none is echoed back longer
+            raise ValueError
+        return parse_threshold(raw)
     except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
         raise ApiError(400, "invalid_parameter",
-                       f"threshold must be 'auto' or a distance of 0 or more, got {raw[:40]!r}")
-    return value
+                       f"threshold must be 'auto' or a distance of 0 or more, got {raw[:40]!r}") from None
 
 
 @bp.get("/duplicates")

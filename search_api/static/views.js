@@ -426,7 +426,6 @@ window.LookalikeViews = (() => {
     }));
     status("map", `${numbers.format(body.images)} images, placed by ${body.method.toUpperCase()} of their codes` +
       (body.groups.length > 1 ? ", coloured by top-level folder." : "."));
-    map.data.ready = true;
     section("map").dataset.ready = "true"; // tests and scripts can wait for this
     redraw();
   }
