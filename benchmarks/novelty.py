@@ -1,18 +1,16 @@
-"""Out-of-domain queries: how often each candidate signal flags unseen in-domain images, digits and simple images.
+"""Out-of-domain queries: how often `query.unusual` fires on unseen in-domain images, digits and simple images.
 
-    python benchmarks/novelty.py --index CIFAR_INDEX     # a collection built from CIFAR-10 training images
+    python benchmarks/novelty.py [--work DIR]     # builds three collections once (~15 min on 2 cores), then measures
 
-The groundwork of issue 15's point 5 (the product's `query.unusual` still uses the first rule below). Sets of
-1,000 images each: unseen CIFAR-10 test images (in-domain, never trained on: flagging them is a false alarm),
-MNIST digits, the harness's flat shapes, and one shape on a plain background. Every threshold is the 99.5th (or
-99th) percentile of the signal over another 1,000 unseen CIFAR-10 test images, except today's rule, which uses the
-collection's own (trained-on) reconstruction errors. Signals:
+Three collections, each built by `indexer build` with the defaults: 5,000 CIFAR-10 training images, 5,000
+Fashion-MNIST training images, and the demo's 1,200 Caltech-101 photos (`data/images`). Each is queried with
+1,000 images of every kind (fewer where the data set holds fewer): unseen in-domain images (test images, or
+Caltech-101 photos the demo does not hold) — flagging them is a false alarm — and out-of-domain ones: MNIST
+digits, the harness's flat shapes (a background, four shapes, a little noise), one shape on a plain background.
 
-- error: the reconstruction error (mean squared, per pixel);
-- corrected: the error divided by the error of an 8x8 blur of the image (simple images rebuild easily whatever
-  they are; their blur rebuilds them easily too);
-- mahalanobis: the raw latent's Mahalanobis distance under a Gaussian fitted to the collection's latents;
-- nearest: the search code's distance to the nearest code of the collection.
+Every rate is measured through the serving path (`Encoder.encode_for_query`, then `Encoder.judge`, as the
+server runs them), for the product's rule (either signal of encoder.novelty), each signal alone, and the rule
+of models trained before it (error above the 99th percentile of the indexed images' errors).
 
 Skips (exit 0) when ../shared/data is absent.
 """
@@ -30,130 +28,142 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "data"
+DEMO = REPO / "data" / "images"
 SETS = 1_000
+TRAIN_IMAGES = 5_000
 
 
-def blur_error(pixels: np.ndarray) -> np.ndarray:
-    """(n, S, S, C) uint8 -> (n,) mean squared error of rebuilding each image from its 8x8 bilinear thumbnail."""
+def _idx_images(name: str, split: str, count: int, offset: int = 0) -> np.ndarray:
+    raw = gzip.open(DATA / name / f"{split}-images-idx3-ubyte.gz").read()
+    return np.frombuffer(raw, np.uint8, offset=16).reshape(-1, 28, 28)[offset : offset + count]
+
+
+def _write_folders(kind: str, folder: Path) -> None:
+    """The images a collection is built from, as files: CIFAR-10 or Fashion-MNIST training images by class."""
     from PIL import Image
 
-    x = pixels.astype(np.float32) / 255.0
-    side = pixels.shape[1]
-    blurred = np.stack([
-        np.asarray(Image.fromarray(p[:, :, 0] if p.shape[2] == 1 else p).resize((8, 8), Image.BILINEAR)
-                   .resize((side, side), Image.BILINEAR)) for p in pixels]).astype(np.float32).reshape(x.shape) / 255.0
-    return ((x - blurred) ** 2).mean(axis=(1, 2, 3))
+    folder.mkdir(parents=True, exist_ok=True)
+    if kind == "cifar10":
+        train = DATA / "cifar10" / "train"
+        classes = sorted(p.name for p in train.iterdir())
+        for label in classes:
+            (folder / label).mkdir(exist_ok=True)
+            for f in sorted((train / label).iterdir())[: TRAIN_IMAGES // len(classes)]:
+                (folder / label / f.name).write_bytes(f.read_bytes())
+    else:
+        labels = np.frombuffer(gzip.open(DATA / "fashion-mnist" / "train-labels-idx1-ubyte.gz").read(), np.uint8,
+                               offset=8)
+        for i, image in enumerate(_idx_images("fashion-mnist", "train", TRAIN_IMAGES)):
+            (folder / str(labels[i])).mkdir(exist_ok=True)
+            Image.fromarray(image).save(folder / str(labels[i]) / f"{i:05d}.png")
 
 
-def mahalanobis(z: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
-    """(n, d) latents -> (n,) squared Mahalanobis distances under N(mean, precision^-1)."""
-    d = np.asarray(z, np.float64) - mean
-    return np.einsum("ij,jk,ik->i", d, precision, d)
+def build_collections(work: Path) -> dict[str, tuple[Path, Path]]:
+    """name -> (images folder, collection folder), built once into `work` (reused when its model is current)."""
+    from indexer.__main__ import main as indexer
+
+    collections = {}
+    for name, kind in (("CIFAR-10", "cifar10"), ("Fashion-MNIST", "fashion-mnist"), ("Caltech-101 demo", "demo")):
+        images = DEMO if kind == "demo" else work / f"{kind}-images"
+        index = work / f"{kind}-index"
+        info = index / "encoder.json"
+        if not (info.is_file() and "novelty" in json.loads(info.read_text())):
+            if kind != "demo" and not images.is_dir():
+                _write_folders(kind, images)
+            indexer(["build", str(images), "--index", str(index), "--quiet", *(["--retrain"] if info.is_file() else [])])
+        collections[name] = (images, index)
+    return collections
 
 
-def gaussian(z: np.ndarray, ridge: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
-    """The mean and precision matrix of (n, d) latents (a small ridge keeps a collapsed direction invertible)."""
-    z = np.asarray(z, np.float64)
-    return z.mean(axis=0), np.linalg.inv(np.cov(z.T) + ridge * np.eye(z.shape[1]))
-
-
-def flag_rates(signals: dict[str, dict[str, np.ndarray]], calibration: str, rules: dict[str, tuple[str, ...]],
-               percentile: float) -> dict[str, dict[str, float]]:
-    """rule -> set -> share flagged, a rule firing when any of its signals is above its calibration percentile."""
-    out: dict[str, dict[str, float]] = {}
-    for rule, used in rules.items():
-        limits = {s: np.percentile(signals[calibration][s], percentile) for s in used}
-        out[rule] = {name: float(np.mean(np.any([values[s] > limits[s] for s in used], axis=0)))
-                     for name, values in signals.items() if name != calibration}
-    return out
-
-
-def _image_sets(size: int, channels: int) -> dict[str, np.ndarray]:
+def _query_sets(name: str, size: int, channels: int) -> dict[str, np.ndarray]:
+    """The unseen in-domain set first, then the out-of-domain ones, as (n, S, S, C) uint8 at the model's size."""
     from PIL import Image, ImageDraw
 
     from benchmarks.harness import make_image
     from encoder.preprocess import load_image
 
-    def from_pil(im) -> np.ndarray:
+    def pixels(image) -> np.ndarray:
         buffer = io.BytesIO()
-        im.save(buffer, "PNG")
+        image.save(buffer, "PNG")
         return load_image(buffer.getvalue(), size, channels).pixels
 
-    test = DATA / "cifar10" / "test"
-    classes = sorted(p.name for p in test.iterdir())
-
-    def cifar(offset: int) -> np.ndarray:
-        per = SETS // len(classes)
-        return np.stack([load_image(f, size, channels).pixels for k in classes
-                         for f in sorted((test / k).iterdir())[offset : offset + per]])
-
-    raw = gzip.open(DATA / "mnist" / "t10k-images-idx3-ubyte.gz").read()
-    digits = np.frombuffer(raw, np.uint8, offset=16).reshape(-1, 28, 28)[:SETS]
     rng = np.random.default_rng(0)
 
-    def plain(i: int) -> np.ndarray:
-        im = Image.new("RGB", (64, 64), tuple(int(v) for v in rng.integers(200, 256, 3)))
+    def plain(i: int):
+        image = Image.new("RGB", (64, 64), tuple(int(v) for v in rng.integers(200, 256, 3)))
         x0, y0 = rng.integers(5, 25, 2)
         x1, y1 = rng.integers(38, 60, 2)
-        colour = tuple(int(v) for v in rng.integers(0, 200, 3))
-        draw = ImageDraw.Draw(im)
-        (draw.ellipse if i % 2 else draw.rectangle)((x0, y0, x1, y1), fill=colour)
-        return from_pil(im)
+        draw = ImageDraw.Draw(image)
+        (draw.ellipse if i % 2 else draw.rectangle)((x0, y0, x1, y1), fill=tuple(int(v) for v in rng.integers(0, 200, 3)))
+        return image
 
-    return {"calibration": cifar(0), "unseen CIFAR-10": cifar(SETS // len(classes)),
-            "MNIST": np.stack([from_pil(Image.fromarray(d)) for d in digits]),
-            "shapes": np.stack([from_pil(make_image(s)) for s in range(SETS)]),
-            "plain background": np.stack([plain(i) for i in range(SETS)])}
+    if name == "CIFAR-10":
+        test = DATA / "cifar10" / "test"
+        files = [f for label in sorted(test.iterdir()) for f in sorted(label.iterdir())[: SETS // 10]]
+        unseen = np.stack([load_image(f, size, channels).pixels for f in files])
+    elif name == "Fashion-MNIST":
+        unseen = np.stack([pixels(Image.fromarray(d)) for d in _idx_images("fashion-mnist", "t10k", SETS)])
+    else:
+        held = {(p.parent.name, p.name) for p in DEMO.rglob("*.jpg")}
+        files = sorted(p for p in (DATA / "caltech101").rglob("*.jpg") if (p.parent.name, p.name) not in held)
+        np.random.default_rng(1).shuffle(files)  # type: ignore[arg-type]
+        unseen = np.stack([load_image(f, size, channels).pixels for f in files[:SETS]])
+    sets = {"unseen in-domain": unseen,
+            "MNIST": np.stack([pixels(Image.fromarray(d)) for d in _idx_images("mnist", "t10k", SETS)])}
+    if name != "Fashion-MNIST":  # grey clothes against shapes in colour says nothing new
+        sets["shapes"] = np.stack([pixels(make_image(s)) for s in range(SETS)])
+        sets["plain background"] = np.stack([pixels(plain(i)) for i in range(SETS)])
+    return sets
+
+
+def measure(index: Path, name: str) -> dict[str, dict[str, float]]:
+    """rule -> query set -> share flagged, on one collection, through the serving path."""
+    from indexer.collection import Collection
+
+    collection = Collection.open(index)
+    encoder = collection.encoder
+    indexed = np.asarray(collection.calibration["error_quantiles"])
+    old_limit = float(np.interp(99.0, np.linspace(0, 100, len(indexed)), indexed))
+    rows: dict[str, dict[str, float]] = {"either signal (the product)": {}, "reconstruction for its complexity": {},
+                                         "code far from the collection's": {},
+                                         "before: error above the indexed images' 99th percentile": {}}
+    for set_name, pixels in _query_sets(name, encoder.image_size, encoder.channels).items():
+        _, errors, latents = encoder.encode_for_query(pixels)
+        judged = encoder.judge(pixels, errors, latents)
+        assert judged is not None, "the collection's model predates encoder.novelty: rebuild with --retrain"
+        rows["either signal (the product)"][set_name] = float(np.mean([bool(j["fired"]) for j in judged]))
+        rows["reconstruction for its complexity"][set_name] = float(np.mean(["reconstruction" in j["fired"]
+                                                                            for j in judged]))
+        rows["code far from the collection's"][set_name] = float(np.mean(["code" in j["fired"] for j in judged]))
+        rows["before: error above the indexed images' 99th percentile"][set_name] = float(np.mean(errors > old_limit))
+    novelty = encoder.novelty
+    rows["calibration"] = {"held-out images": float(novelty.calibration_images if novelty else 0)}
+    collection.close()
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--index", type=Path, required=True, help="a collection built from CIFAR-10 training images")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/lookalike-novelty"),
+                        help="where the three collections are built (kept for the next run)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
-    if not (DATA / "cifar10").is_dir() or not (DATA / "mnist").is_dir():
-        print(f"skipped: {DATA} has no cifar10 or mnist")
+    needed = ("cifar10", "mnist", "fashion-mnist", "caltech101")
+    if not all((DATA / d).is_dir() for d in needed):
+        print(f"skipped: {DATA} lacks one of {', '.join(needed)}")
         return 0
-    import tensorflow as tf
-
-    from encoder.preprocess import load_image
-    from indexer.collection import Collection
-
-    collection = Collection.open(args.index)
-    encoder = collection.encoder
-    size, channels = encoder.image_size, encoder.channels
-
-    def latents(pixels: np.ndarray) -> np.ndarray:
-        return np.concatenate([np.asarray(encoder.model.latent(tf.constant(pixels[i : i + 256] / 255.0, tf.float32)))
-                               for i in range(0, len(pixels), 256)])
-
-    ids, _ = collection.codes()
-    sample = ids[:: max(1, len(ids) // 2000)].tolist()
-    paths = collection.relpaths(sample)
-    mean, precision = gaussian(latents(np.stack([load_image(collection.images_root / paths[i], size, channels).pixels
-                                                 for i in sample])))
-    signals = {}
-    for name, pixels in _image_sets(size, channels).items():
-        codes, errors = encoder.encode_with_error(pixels)
-        nearest, _ = collection.vectors.search(codes, 1)
-        signals[name] = {"error": errors, "corrected": errors / (blur_error(pixels) + 1e-4),
-                         "mahalanobis": mahalanobis(latents(pixels), mean, precision), "nearest": nearest[:, 0]}
-    indexed = np.asarray(collection.calibration["error_quantiles"])
-    today_limit = float(np.interp(99.0, np.linspace(0, 100, len(indexed)), indexed))
-    rows = {"today: error above the 99th percentile of the indexed images":
-            {name: float(np.mean(v["error"] > today_limit)) for name, v in signals.items() if name != "calibration"}}
-    rows |= flag_rates(signals, "calibration", {f"{s} (unseen-calibrated, 99th)": (s,)
-                                                for s in ("error", "corrected", "mahalanobis", "nearest")}, 99.0)
-    rows |= flag_rates(signals, "calibration", {"corrected OR mahalanobis (99.5th each)": ("corrected", "mahalanobis"),
-                                                "error OR corrected (99.5th each)": ("error", "corrected")}, 99.5)
-    collection.close()
-    names = [n for n in signals if n != "calibration"]
-    lines = ["| Rule | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    lines += [f"| {rule} | " + " | ".join(f"{rates[n]:.3f}" for n in names) + " |" for rule, rates in rows.items()]
+    results = {name: measure(index, name) for name, (_, index) in build_collections(args.work).items()}
+    lines = []
+    for name, rows in results.items():
+        sets = list(rows["either signal (the product)"])
+        held = int(rows.pop("calibration")["held-out images"])
+        lines += [f"**{name}** (calibrated on {held} held-out images)", "",
+                  "| Rule | " + " | ".join(sets) + " |", "|---|" + "---:|" * len(sets)]
+        lines += [f"| {rule} | " + " | ".join(f"{rates[s]:.3f}" for s in sets) + " |" for rule, rates in rows.items()]
+        lines.append("")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "novelty.json").write_text(json.dumps({"index": str(args.index), "images": len(ids), "rules": rows},
-                                                      indent=2))
-    (args.out / "novelty.md").write_text("\n".join(lines) + "\n")
+    (args.out / "novelty.json").write_text(json.dumps(results, indent=2))
+    (args.out / "novelty.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
 

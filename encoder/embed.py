@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from encoder import store
+from encoder.novelty import Novelty, complexity
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +28,12 @@ class Encoder:
         self.code_size = int(info["code_size"])
         self.sha256 = str(info["sha256"])
         self.batch_size = batch_size
+        # Models trained before the out-of-domain calibration existed have none: the caller falls back.
+        self.novelty = Novelty.from_dict(info["novelty"]) if "novelty" in info else None
         spec = [tf.TensorSpec([None, self.image_size, self.image_size, self.channels], tf.uint8)]
         self._encode = tf.function(self._encode_graph, input_signature=spec)
         self._encode_and_score = tf.function(self._encode_and_score_graph, input_signature=spec)
+        self._encode_for_query = tf.function(self._encode_for_query_graph, input_signature=spec)
         self._reconstruct = tf.function(self._reconstruct_graph, input_signature=spec)
 
     @classmethod
@@ -63,14 +67,18 @@ class Encoder:
     def _encode_graph(self, pixels):
         return self.model.encode(self._unit(pixels))  # (B, code_size)
 
-    def _encode_and_score_graph(self, pixels):
+    def _encode_for_query_graph(self, pixels):
         import tensorflow as tf
 
         x = self._unit(pixels)
-        z = self.model.latent(x)  # (B, code_size)
+        z = self.model.latent(x)  # (B, code_size) raw latent
         codes = self.model.search_code(z)  # (B, code_size)
         recon = self.model.decode(z)  # (B, S, S, C)
         error = tf.reduce_mean(tf.square(recon - x), axis=[1, 2, 3])  # (B,) mean squared error per pixel
+        return codes, error, z
+
+    def _encode_and_score_graph(self, pixels):
+        codes, error, _ = self._encode_for_query_graph(pixels)
         return codes, error
 
     def _reconstruct_graph(self, pixels):
@@ -101,6 +109,20 @@ class Encoder:
             return np.zeros((0, self.code_size), np.float32), np.zeros((0,), np.float32)
         parts = self._batched(self._encode_and_score, pixels)
         return np.concatenate([c.numpy() for c, _ in parts]), np.concatenate([e.numpy() for _, e in parts])
+
+    def encode_for_query(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(n, S, S, C) uint8 -> codes (n, code_size), reconstruction errors (n,), raw latents (n, code_size)."""
+        if len(pixels) == 0:
+            empty = np.zeros((0, self.code_size), np.float32)
+            return empty, np.zeros((0,), np.float32), empty
+        parts = self._batched(self._encode_for_query, pixels)
+        return tuple(np.concatenate([p[j].numpy() for p in parts]) for j in range(3))  # type: ignore[return-value]
+
+    def judge(self, pixels: np.ndarray, errors: np.ndarray, latents: np.ndarray) -> list[dict[str, Any]] | None:
+        """Out-of-domain signals of n images (see encoder.novelty), or None for a model without the calibration."""
+        if self.novelty is None:
+            return None
+        return self.novelty.judge(errors, latents, complexity(self._check(pixels)))
 
     def reconstruct(self, pixels: np.ndarray) -> np.ndarray:
         """(n, S, S, C) uint8 -> what the model makes of them, same shape, uint8."""

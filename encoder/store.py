@@ -84,8 +84,11 @@ def read_info(index_dir: str | os.PathLike) -> dict[str, Any]:
     return info
 
 
-def save_model(model, index_dir: str | os.PathLike, training: dict[str, Any]) -> dict[str, Any]:
-    """Write `encoder.keras` and `encoder.json` atomically; return the sidecar's content."""
+def save_model(model, index_dir: str | os.PathLike, training: dict[str, Any],
+               novelty: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write `encoder.keras` and `encoder.json` atomically; return the sidecar's content.
+
+    `novelty` is the out-of-domain calibration (encoder.novelty.Novelty.to_dict) measured after training."""
     import keras  # heavy: only when a model is actually written
 
     index_dir = Path(index_dir)
@@ -104,7 +107,7 @@ def save_model(model, index_dir: str | os.PathLike, training: dict[str, Any]) ->
         "sha256": sha,
         "keras_version": keras.__version__,
         "training": training,
-    }
+    } | ({"novelty": novelty} if novelty is not None else {})
     atomic_write_bytes(index_dir / MODEL_FILE, data)
     atomic_write_bytes(index_dir / INFO_FILE, json.dumps(info, indent=2).encode())
     log.info("saved model sha256:%s to %s", sha[:12], index_dir)

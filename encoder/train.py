@@ -169,6 +169,26 @@ def reconstruction_loss(model, pixels: np.ndarray, batch_size: int = 256) -> flo
     return total / max(pixels.size, 1)
 
 
+NOVELTY_TRAIN_IMAGES = 2_000  # training images the novelty line and latent Gaussian are fitted on
+
+
+def novelty_inputs(model, pixels: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n, S, S, C) uint8 -> reconstruction errors (n,), raw latents (n, d), log complexity (n,)."""
+    import tensorflow as tf
+
+    from encoder.novelty import complexity
+
+    if len(pixels) == 0:
+        return np.zeros(0), np.zeros((0, model.code_size)), np.zeros(0)
+    errors, latents = [], []
+    for i in range(0, len(pixels), batch_size):
+        x = tf.constant(pixels[i : i + batch_size], tf.float32) / 255.0  # (B, S, S, C)
+        z = model.latent(x)  # (B, d)
+        errors.append(tf.reduce_mean(tf.square(model.decode(z) - x), axis=[1, 2, 3]).numpy())  # (B,)
+        latents.append(np.asarray(z))
+    return np.concatenate(errors), np.concatenate(latents), complexity(pixels)
+
+
 def fit_code_space(model, pixels: np.ndarray, power: float, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """The centre (code_size,) and basis (code_size, code_size) of the search codes, from (n, S, S, C) uint8 images.
 
@@ -267,6 +287,10 @@ def train(pixels: np.ndarray, config: TrainConfig, index_dir: str | os.PathLike,
     center, basis = fit_code_space(model, pixels[train_idx], config.whitening)
     model.code_center.assign(center)
     model.code_basis.assign(basis)
+    from encoder.novelty import fit_novelty
+
+    fitted_on = train_idx[np.linspace(0, len(train_idx) - 1, min(len(train_idx), NOVELTY_TRAIN_IMAGES)).astype(int)]
+    novelty = fit_novelty(novelty_inputs(model, pixels[fitted_on]), novelty_inputs(model, pixels[val_idx]))
     losses = {k: [float(v) for v in values] for k, values in history.items() if k != "learning_rate"}
     checks = [[int(e), float(v)] for e, v in held_out.checks]
     final = checks[-1][1] if checks else None
@@ -287,7 +311,7 @@ def train(pixels: np.ndarray, config: TrainConfig, index_dir: str | os.PathLike,
         "images_per_second": round(budget.steps_run * batch / seconds, 1) if seconds > 0 else None,
         "history": losses,
     }
-    info = store.save_model(model, index_dir, summary)
+    info = store.save_model(model, index_dir, summary, novelty=novelty.to_dict())
     save_loss_curve(losses, checks, Path(index_dir) / store.CURVE_FILE, baseline)
     log.info("trained in %.1fs: %d steps (%.0f images/s), held-out reconstruction %.5f (mean image %.5f)", seconds,
              budget.steps_run, summary["images_per_second"] or 0, final or float("nan"), baseline or float("nan"))

@@ -11,7 +11,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-BatchFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # (B, S, S, C) uint8 -> codes (B, d), errors (B,)
+BatchFn = Callable[[np.ndarray], tuple[np.ndarray, ...]]  # (B, S, S, C) uint8 -> arrays of B rows (codes, errors…)
 
 
 class MicroBatcher:
@@ -31,8 +31,8 @@ class MicroBatcher:
         self.batches = 0  # calls of fn, for tests and /metrics
         self.images = 0
 
-    def encode(self, pixels: np.ndarray) -> tuple[np.ndarray, float]:
-        """One image (S, S, C) uint8 -> its code (d,) and reconstruction error; blocks until encoded."""
+    def encode(self, pixels: np.ndarray) -> tuple:
+        """One image (S, S, C) uint8 -> its row of each array `fn` returns (code (d,), error…); blocks until done."""
         future: Future = Future()
         self._queue.put((pixels, future))
         return future.result()
@@ -61,7 +61,7 @@ class MicroBatcher:
 
     def _encode(self, batch: list[tuple[np.ndarray, Future]]) -> None:
         try:
-            codes, errors = self.fn(np.stack([pixels for pixels, _ in batch]))  # (B, d), (B,)
+            outputs = self.fn(np.stack([pixels for pixels, _ in batch]))  # each (B, ...)
         except BaseException as exc:  # the callers get the error; the worker lives on
             log.exception("encoding a batch of %d failed", len(batch))
             for _, future in batch:
@@ -70,4 +70,4 @@ class MicroBatcher:
         self.batches += 1
         self.images += len(batch)
         for i, (_, future) in enumerate(batch):
-            future.set_result((codes[i], float(errors[i])))
+            future.set_result(tuple(output[i] for output in outputs))

@@ -22,7 +22,9 @@ from search_api.batcher import MicroBatcher
 
 log = logging.getLogger(__name__)
 
-UNUSUAL_PERCENTILE = 99.0  # a query reconstructed worse than this share of the collection is "unlike" it
+# Models trained before encoder.novelty existed: a query reconstructed worse than this share of the collection
+# is "unlike" it (the only rule they can have; it flags digits, not simple images, and ~3% of unseen photos).
+UNUSUAL_PERCENTILE = 99.0
 
 
 class NotFound(LookupError):
@@ -53,14 +55,14 @@ class Engine:
         self._nn_quantiles = np.asarray(calibration.get("nn_quantiles", []), np.float64)  # (1001,) or (0,)
         self._thumbnail = functools.lru_cache(maxsize=4096)(self._make_thumbnail)
         self._warm_up()
-        self._batcher = MicroBatcher(self.collection.encoder.encode_with_error)
+        self._batcher = MicroBatcher(self.collection.encoder.encode_for_query)
         log.info("engine ready: %d images, model %s, score scale %.4f", self.images,
                  self.collection.encoder.model_id[:19], self._scale)
 
     def _warm_up(self) -> None:
         # The first call of a tf.function traces the graph (~0.2 s); pay that at start-up, not on a user's query.
         encoder = self.collection.encoder
-        encoder.encode_with_error(np.zeros((1, encoder.image_size, encoder.image_size, encoder.channels), np.uint8))
+        encoder.encode_for_query(np.zeros((1, encoder.image_size, encoder.image_size, encoder.channels), np.uint8))
 
     @property
     def images(self) -> int:
@@ -80,13 +82,19 @@ class Engine:
         """0-100: the share of the collection's nearest-neighbour distances larger than `distance`."""
         return round(float(percentile(distance, self._nn_quantiles)), 2)
 
-    def _unusualness(self, error: float) -> dict[str, Any]:
+    def _unusualness(self, pixels: np.ndarray, error: float, latent: np.ndarray) -> dict[str, Any]:
+        """What the model makes of a query: its error, each out-of-domain signal's percentile, which fired."""
         quantiles = self._error_quantiles
         percentile = 0.0
         if len(quantiles):  # the share of the collection reconstructed better, interpolated between 0.1% steps
             percentile = float(np.interp(error, quantiles, np.linspace(0, 100, len(quantiles))))
-        return {"reconstruction_error": round(error, 6), "error_percentile": round(float(percentile), 2),
-                "unusual": bool(percentile > UNUSUAL_PERCENTILE)}
+        facts = {"reconstruction_error": round(error, 6), "error_percentile": round(float(percentile), 2)}
+        judged = self.collection.encoder.judge(pixels[None], np.array([error]), latent[None])
+        if judged is None:
+            reasons = ["error"] if percentile > UNUSUAL_PERCENTILE else []
+            return facts | {"unusual": bool(reasons), "reasons": reasons, "signals": {}}
+        return facts | {"unusual": bool(judged[0]["fired"]), "reasons": judged[0]["fired"],
+                        "signals": judged[0]["signals"]}
 
     def search_image(self, data: bytes, k: int, offset: int = 0) -> SearchResult:
         """Neighbours of an uploaded image; raises encoder.preprocess.ImageError for a bad one."""
@@ -96,9 +104,10 @@ class Engine:
         encoder = self.collection.encoder
         # Decoding runs in the request's thread (in parallel); the encoder pass is batched with concurrent queries.
         pixels = load_image(data, encoder.image_size, encoder.channels).pixels  # (S, S, C)
-        code, error = self._batcher.encode(pixels)
+        code, error, latent = self._batcher.encode(pixels)  # (d,), (), (d,)
         hits = self.collection.neighbours(code, k, offset, sketch=sketches(pixels[None])[0])
-        return SearchResult(hits, (time.perf_counter() - started) * 1000, self._unusualness(error))
+        query = self._unusualness(pixels, float(error), latent)
+        return SearchResult(hits, (time.perf_counter() - started) * 1000, query)
 
     def search_id(self, image_id: int, k: int, offset: int = 0) -> SearchResult:
         """Neighbours of an indexed image, the image itself left out."""

@@ -216,8 +216,12 @@ def test_search_by_upload_shape_and_self_match(via, tiny_collection, multipart, 
     text = response.text
     for secret in (tiny_collection.images_dir, tiny_collection.index_dir, tiny_collection.images_dir.parent):
         assert str(secret) not in text  # no server path leaks
-    assert set(body["query"]) == {"reconstruction_error", "error_percentile", "unusual"}
-    assert isinstance(body["query"]["unusual"], bool) and 0 <= body["query"]["error_percentile"] <= 100
+    query_facts = body["query"]
+    assert set(query_facts) == {"reconstruction_error", "error_percentile", "unusual", "reasons", "signals"}
+    assert isinstance(query_facts["unusual"], bool) and 0 <= query_facts["error_percentile"] <= 100
+    assert set(query_facts["signals"]) == {"reconstruction", "code"}  # the tiny model was trained with them
+    assert all(0 <= v <= 100 for v in query_facts["signals"].values())
+    assert query_facts["unusual"] == bool(query_facts["reasons"]) and set(query_facts["reasons"]) <= {"reconstruction", "code"}
 
 
 def test_every_indexed_image_finds_itself_first(client, tiny_collection):

@@ -61,5 +61,5 @@ def test_a_failing_batch_reaches_its_callers_and_the_worker_lives_on(encoder, ti
     with pytest.raises(ValueError, match="expected"):
         batcher.encode(np.zeros((5, 5, 3), np.uint8))  # the wrong shape for this encoder
     code, error = batcher.encode(pixels_of(encoder, tiny_collection.images[:1])[0])
-    assert code.shape == (encoder.code_size,) and error >= 0
+    assert code.shape == (encoder.code_size,) and float(error) >= 0
     batcher.close()

@@ -62,7 +62,7 @@ def test_search_by_path_bytes_and_files(search_client, live_server):
             assert answer[0].path == expected_path(live_server, query), kind
             assert answer[0].distance < 1e-4 and answer[0].score > 0.99, kind
             assert answer.query is not None and set(answer.query) == {"reconstruction_error", "error_percentile",
-                                                                       "unusual"}
+                                                                       "unusual", "reasons", "signals"}
         assert len({tuple(h.id for h in a) for a in answers.values()}) == 1  # the same bytes, the same answer
 
 

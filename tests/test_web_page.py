@@ -261,6 +261,7 @@ def test_an_image_unlike_the_collection_gets_a_notice(page, live_server):
     notice = page.locator("#unusual-notice")
     expect(notice).to_be_visible()
     expect(notice).to_contain_text("unlike your collection")
+    expect(notice).to_contain_text("worse than your images of the same complexity")  # the signal that fired
     expect(cards(page)).to_have_count(10)  # still answered: the neighbours are shown, with the warning
 
     drop(page, live_server.images[1].read_bytes(), live_server.images[1].name, "image/jpeg")

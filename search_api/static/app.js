@@ -312,20 +312,27 @@ async function showQueryRecon() {
   img.hidden = false;
 }
 
+/** Why a query is unlike the collection, one phrase per signal that fired (see encoder/novelty.py). */
+const UNUSUAL_REASONS = {
+  reconstruction: "the model rebuilds it worse than your images of the same complexity",
+  code: "its code lies far from your collection's codes",
+  error: "the model rebuilds it worse than almost every indexed image",
+};
+
 function showUnusual(query) {
   const notice = $("unusual-notice");
   const unusual = Boolean(query && query.unusual);
   notice.hidden = !unusual;
-  let than = "";
-  if (unusual) {
-    than = query.error_percentile >= 100 ? "every indexed image's"
-      : `${Number(query.error_percentile.toFixed(1))}% of the indexed images'`;
+  if (!unusual) {
+    notice.textContent = "";
+    notice.title = "";
+    return;
   }
-  notice.textContent = unusual
-    ? `This image is unlike your collection (its reconstruction error is higher than ${than}) — ` +
-      "its neighbours may be loose matches."
-    : "";
-  notice.title = unusual ? `reconstruction error ${query.reconstruction_error}` : "";
+  const reasons = (query.reasons || []).map((r) => UNUSUAL_REASONS[r] || r);
+  notice.textContent = `This image is unlike your collection (${reasons.join("; ")}) — ` +
+    "its neighbours may be loose matches.";
+  const signals = Object.entries(query.signals || {}).map(([name, p]) => `${name} ${p}th percentile`);
+  notice.title = [`reconstruction error ${query.reconstruction_error}`, ...signals].join(", ");
 }
 
 /** The query image and a caption (a name, then `detail` on a line of its own); `id` adds a link to the original. */
