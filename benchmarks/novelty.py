@@ -70,7 +70,8 @@ def build_collections(work: Path) -> dict[str, tuple[Path, Path]]:
         if not (info.is_file() and "novelty" in json.loads(info.read_text())):
             if kind != "demo" and not images.is_dir():
                 _write_folders(kind, images)
-            indexer(["build", str(images), "--index", str(index), "--quiet", *(["--retrain"] if info.is_file() else [])])
+            retrain = ["--retrain"] if info.is_file() else []
+            indexer(["build", str(images), "--index", str(index), "--quiet", *retrain])
         collections[name] = (images, index)
     return collections
 
@@ -94,7 +95,8 @@ def _query_sets(name: str, size: int, channels: int) -> dict[str, np.ndarray]:
         x0, y0 = rng.integers(5, 25, 2)
         x1, y1 = rng.integers(38, 60, 2)
         draw = ImageDraw.Draw(image)
-        (draw.ellipse if i % 2 else draw.rectangle)((x0, y0, x1, y1), fill=tuple(int(v) for v in rng.integers(0, 200, 3)))
+        colour = tuple(int(v) for v in rng.integers(0, 200, 3))
+        (draw.ellipse if i % 2 else draw.rectangle)((x0, y0, x1, y1), fill=colour)
         return image
 
     if name == "CIFAR-10":

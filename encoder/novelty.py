@@ -112,4 +112,5 @@ def fit_novelty(train: tuple[np.ndarray, np.ndarray, np.ndarray],
     scores = provisional.scores(*reference)
     (r_mean, r_sd), (c_mean, c_sd) = _normal(scores["reconstruction"]), _normal(scores["code"])
     return Novelty(provisional.slope, provisional.intercept, provisional.code_mean, provisional.code_precision,
-                   r_mean, r_sd, c_mean, c_sd, int(len(reference[0])), "held-out" if enough else "training and held-out")
+                   r_mean, r_sd, c_mean, c_sd, int(len(reference[0])),
+                   "held-out" if enough else "training and held-out")

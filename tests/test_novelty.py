@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+
 from encoder.novelty import CODE_TAIL, MIN_HELD_OUT, RECONSTRUCTION_TAIL, Novelty, complexity, fit_novelty
 
 
