@@ -101,7 +101,13 @@ def fit_novelty(train: tuple[np.ndarray, np.ndarray, np.ndarray],
                 held_out: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Novelty:
     """Fit from (errors (n,), latents (n, d), log complexity (n,)) of training and of held-out images."""
     errors, latents, log_complexity = (np.asarray(a, np.float64) for a in train)
-    slope, intercept = np.polyfit(log_complexity, np.log(np.maximum(errors, 1e-12)), 1)
+    log_errors = np.log(np.maximum(errors, 1e-12))
+    spread = float(np.var(log_complexity)) if len(log_complexity) else 0.0
+    # Images all of one complexity (pure noise, one flat colour) say nothing about the slope: the line is flat.
+    covariance = float(np.mean((log_complexity - log_complexity.mean()) * (log_errors - log_errors.mean()))) \
+        if len(errors) else 0.0
+    slope = covariance / spread if spread > 1e-8 else 0.0
+    intercept = float(np.mean(log_errors) - slope * np.mean(log_complexity)) if len(errors) else 0.0
     latents = latents.reshape(len(latents), -1)
     precision = np.linalg.inv(np.cov(latents.T) + RIDGE * np.eye(latents.shape[1]))
     provisional = Novelty(float(slope), float(intercept), latents.mean(axis=0).tolist(), precision.tolist(),

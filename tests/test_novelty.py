@@ -63,6 +63,12 @@ def test_too_few_held_out_images_calibrate_on_every_image_and_say_so():
     assert fit_novelty(train, empty).calibration_images == 50
 
 
+def test_images_all_of_one_complexity_give_a_flat_line_not_a_failure():
+    errors, latents, _ = population(200, 0)
+    novelty = fit_novelty((errors, latents, np.full(200, 3.0)), population(50, 1))  # pure noise: PNG can't squeeze it
+    assert novelty.slope == 0.0 and abs(novelty.intercept - np.log(errors).mean()) < 1e-9
+
+
 def test_the_calibration_survives_the_model_sidecar():
     novelty = fit_novelty(population(500, 0), population(100, 1))
     again = Novelty.from_dict(json.loads(json.dumps(novelty.to_dict())))
