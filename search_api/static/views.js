@@ -72,24 +72,33 @@ window.LookalikeViews = (() => {
 
   // ------------------------------------------------------------------------------------------- duplicates
 
+  /**
+   * Load one view's data: remember it as loaded under `key`, say `working`, and fetch `url`. Resolves to the body,
+   * or to null after showing the error and forgetting the load, so that opening the view again retries it.
+   */
+  async function loadView(view, key, working, url) {
+    loaded.set(view, key);
+    error(view, "");
+    status(view, working);
+    try {
+      return await getJson(url);
+    } catch (err) {
+      loaded.delete(view);
+      status(view, "");
+      error(view, err.message);
+      return null;
+    }
+  }
+
   async function loadDuplicates() {
     const wanted = params().get("threshold") || "";
     $("threshold").value = wanted;
     if (loaded.get("duplicates") === wanted) return;
-    loaded.set("duplicates", wanted);
     const list = $("duplicate-groups");
     list.replaceChildren();
-    error("duplicates", "");
-    status("duplicates", "Grouping near-duplicates…");
-    let body;
-    try {
-      body = await getJson(`/api/duplicates?threshold=${encodeURIComponent(wanted || "auto")}&limit=200`);
-    } catch (err) {
-      loaded.delete("duplicates");
-      status("duplicates", "");
-      error("duplicates", err.message);
-      return;
-    }
+    const body = await loadView("duplicates", wanted, "Grouping near-duplicates…",
+      `/api/duplicates?threshold=${encodeURIComponent(wanted || "auto")}&limit=200`);
+    if (!body) return;
     const where = `code distance ${Number(body.threshold.toPrecision(3))} (closer than ` +
       `${body.threshold_percentile}% of nearest-neighbour pairs; suggested ${Number(body.suggested_threshold.toPrecision(3))})`;
     if (body.images < 2) {
@@ -139,19 +148,9 @@ window.LookalikeViews = (() => {
 
   async function loadOutliers() {
     if (loaded.has("outliers")) return;
-    loaded.set("outliers", "");
     const list = $("outlier-list");
-    error("outliers", "");
-    status("outliers", "Finding the images the model rebuilds worst…");
-    let body;
-    try {
-      body = await getJson("/api/outliers?n=50");
-    } catch (err) {
-      loaded.delete("outliers");
-      status("outliers", "");
-      error("outliers", err.message);
-      return;
-    }
+    const body = await loadView("outliers", "", "Finding the images the model rebuilds worst…", "/api/outliers?n=50");
+    if (!body) return;
     if (!body.results.length) {
       status("outliers", body.images ? "No image of this collection has a measured reconstruction error yet; " +
         "run `python -m indexer build` again with --retrain." : "The collection is empty.");
@@ -395,18 +394,8 @@ window.LookalikeViews = (() => {
       redraw();
       return;
     }
-    loaded.set("map", "");
-    error("map", "");
-    status("map", "Laying out the collection…");
-    let body;
-    try {
-      body = await getJson("/api/map");
-    } catch (err) {
-      loaded.delete("map");
-      status("map", "");
-      error("map", err.message);
-      return;
-    }
+    const body = await loadView("map", "", "Laying out the collection…", "/api/map");
+    if (!body) return;
     if (body.images < 2) {
       status("map", "The collection needs at least two images for a map.");
       return;
