@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from statistics import NormalDist
 from typing import Any
 
@@ -27,7 +28,7 @@ import numpy as np
 # nearly everything measured; the code signal is the rarer, stricter "nothing like it in the collection".
 RECONSTRUCTION_TAIL = 0.01
 CODE_TAIL = 0.002
-MIN_HELD_OUT = 20  # fewer held-out images than this: calibrate on the training images (and say so)
+MIN_HELD_OUT = 20  # fewer held-out images than this: calibrate on every image, trained on or not (and say so)
 RIDGE = 1e-6  # keeps a collapsed latent direction invertible
 
 
@@ -67,27 +68,38 @@ class Novelty:
         """The inverse of `to_dict`."""
         return cls(**data)
 
+    # Derived once per model, not per query (the server judges every uploaded image).
+    @cached_property
+    def _gaussian(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self.code_mean, np.float64), np.asarray(self.code_precision, np.float64)  # (d,), (d, d)
+
+    @cached_property
+    def _fitted(self) -> dict[str, tuple[float, float, float]]:
+        """signal -> (held-out mean, standard deviation, z above which it fires)."""
+        limit = NormalDist().inv_cdf
+        return {"reconstruction": (self.reconstruction_mean, self.reconstruction_sd, limit(1 - RECONSTRUCTION_TAIL)),
+                "code": (self.code_score_mean, self.code_score_sd, limit(1 - CODE_TAIL))}
+
     def scores(self, errors: np.ndarray, latents: np.ndarray, log_complexity: np.ndarray) -> dict[str, np.ndarray]:
         """Raw scores of n images: errors (n,), latents (n, d), log complexity (n,) -> signal -> (n,)."""
         residual = np.log(np.maximum(np.asarray(errors, np.float64), 1e-12)) - (
             self.intercept + self.slope * np.asarray(log_complexity, np.float64))
-        d = np.asarray(latents, np.float64) - np.asarray(self.code_mean)  # (n, d)
-        squared = np.einsum("ij,jk,ik->i", d, np.asarray(self.code_precision), d)
+        mean, precision = self._gaussian
+        d = np.asarray(latents, np.float64) - mean  # (n, d)
+        squared = np.einsum("ij,jk,ik->i", d, precision, d)
         return {"reconstruction": residual, "code": np.log(np.maximum(squared, 1e-12))}
 
     def judge(self, errors: np.ndarray, latents: np.ndarray, log_complexity: np.ndarray) -> list[dict[str, Any]]:
         """Per image: each signal's percentile among unseen in-domain images, and the signals that fired."""
         scores = self.scores(errors, latents, log_complexity)
-        normal = NormalDist()
-        fitted = {"reconstruction": (self.reconstruction_mean, self.reconstruction_sd, RECONSTRUCTION_TAIL),
-                  "code": (self.code_score_mean, self.code_score_sd, CODE_TAIL)}
+        cdf = NormalDist().cdf
         out = []
         for i in range(len(scores["reconstruction"])):
             signals, fired = {}, []
-            for name, (mean, sd, tail) in fitted.items():
+            for name, (mean, sd, limit) in self._fitted.items():
                 z = (float(scores[name][i]) - mean) / sd
-                signals[name] = round(100 * normal.cdf(z), 2)
-                if z > normal.inv_cdf(1 - tail):
+                signals[name] = round(100 * cdf(z), 2)
+                if z > limit:
                     fired.append(name)
             out.append({"signals": signals, "fired": fired})
         return out
