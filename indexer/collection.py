@@ -15,10 +15,12 @@ import numpy as np
 from encoder.store import ModelError, read_info
 from indexer.catalog import Catalog
 from indexer.copies import SHORTLIST, copy_first, sketches
-from indexer.duplicates import COPY_EDITS, COPY_SAMPLE, Group, duplicate_groups, suggest_threshold
+from indexer.duplicates import (COPY_EDITS, COPY_SAMPLE, Duplicates, candidate_pairs, checked_groups, code_limit,
+                                duplicate_groups, suggest_threshold)
 from indexer.live import LiveVectors
 from indexer.lock import CollectionBusy, exclusive
 from indexer.neighbours import NeighbourGraph, collection_graph, distance_quantiles, neighbour_graph
+from indexer.pixelcheck import PairScores
 from indexer.projection import DEFAULT_METHOD, CollectionMap, folder_groups, project
 from indexer.vectors import VectorIndex, VectorsStale
 from indexer.writes import CollectionWriter
@@ -309,13 +311,47 @@ class Collection:
         original = self.encoder.encode(clean)  # (m, code_size)
         return np.concatenate([np.linalg.norm(self.encoder.encode(v) - original, axis=1) for v in views])
 
-    def duplicates(self, threshold: float | None = None) -> tuple[list[Group], float, float]:
-        """Groups of near-duplicates, largest first, at `threshold` (None: the suggested one); also returns the
-        threshold used and the suggested one."""
+    def duplicates(self, threshold: float | None = None, check: str = "pixels") -> Duplicates:
+        """Groups of near-duplicates, largest first, at code distance `threshold` (None: the suggested one),
+        confirmed by the pixel check or (check "none") by the codes alone; see indexer.duplicates."""
         graph, codes = self.graph()
-        suggested = suggest_threshold(graph.nearest, self.copy_distances())
+        copies = self.copy_distances()
+        if check == "none":
+            suggested = suggest_threshold(graph.nearest, copies)
+            used = suggested if threshold is None else float(threshold)
+            return Duplicates(duplicate_groups(graph, codes, used), used, suggested, check)
+        suggested = code_limit(graph.nearest, copies)
         used = suggested if threshold is None else float(threshold)
-        return duplicate_groups(graph, codes, used), used, suggested
+        with self._lock:
+            sketches_by_id = self._catalog.sketches(graph.ids.tolist())
+        pairs = sorted(candidate_pairs(graph, sketches_by_id, used))
+        with self._views_lock:  # one thread checks a generation's pairs; the others reuse its scores
+            scores = self._pair_scores({i for pair in pairs for i in pair})
+            started = time.perf_counter()
+            groups = checked_groups(pairs, scores, codes)
+        log.info("pixel check of %d candidate pairs: %d groups in %.1f s", len(pairs), len(groups),
+                 time.perf_counter() - started)
+        return Duplicates(groups, used, suggested, check, len(pairs),
+                          len(scores.unreadable & {i for pair in pairs for i in pair}))
+
+    def _pair_scores(self, ids: set[int]) -> PairScores:
+        """The generation's pixel-check scores (indexer.pixelcheck), able to check pairs among `ids`."""
+        generation = self.generation()
+        cached = self._views.get("pixels")
+        if cached is None or cached[0] != generation:
+            cached = (generation, PairScores({}, {}))
+            self._views["pixels"] = cached
+        scores = cached[1]
+        wanted = [i for i in ids if i not in scores.files and i not in scores.unreadable]
+        if wanted:
+            root = self.images_root
+            with self._lock:
+                records = self._catalog.records(wanted)
+            for i, record in records.items():
+                scores.digests[i] = record.sha256
+                if root is not None:
+                    scores.files[i] = root / record.relpath
+        return scores
 
     def outliers(self, n: int) -> tuple[list[Outlier], int]:
         """The `n` images rebuilt worst, worst first, and how many images have a measured error."""

@@ -1,31 +1,34 @@
-"""Near-duplicates: groups of images whose codes are far closer than ordinary nearest neighbours are.
+"""Near-duplicates: groups of images that are edited copies of one another (re-encodes, resizes, crops, a caption).
 
-The codes are trained to stay put under everyday edits (a crop, a cover-up, a re-encode, a resize, a brighter
-copy), so an edited copy sits much nearer its original than any other image does. Groups are the connected
-components of the neighbour graph (indexer.neighbours) cut at a distance threshold: an edge joins two images
-closer than the threshold, and a chain of such edges makes one group.
+Two stages, so that a large collection never compares all pairs and a copy is never confused with a look-alike:
 
-The suggested threshold is measured on the collection itself. Edited copies of a sample of its own images (mild
-everyday edits: a small crop, a re-encode, a resize, a brightness change, a small cover-up; `COPY_EDITS`) are
-encoded, and their distances to their originals say how far a copy strays. The threshold is the distance that best
-tells those copies from the collection's ordinary nearest-neighbour pairs: where the share of copies within it
-most exceeds the share of images whose nearest neighbour is within it (the two-sample Kolmogorov-Smirnov point),
-capped where more than MAX_JOINED of the images would be grouped with their nearest neighbour: copies are rare
-in a collection, so a threshold that takes in most of them but also joins a fifth of all neighbour pairs would
-bury them among look-alikes (a model whose codes move much under edits does that).
-Without that measurement (no images to sample), the suggestion falls back to the widest gap in the low tail of
-the first-neighbour distances, or a small share of their median.
+1. **Candidates from the codes.** Every image's nearest neighbours come from the vector index (indexer.neighbours).
+   A neighbour is a candidate when its code lies within the code limit (`--threshold`; suggested from how far the
+   codes of edited copies of the collection's own images stray: their 99th percentile), and its stored 16x16
+   sketch (indexer.copies) is far closer than the image's ordinary neighbours' sketches are (a ratio test against
+   the RATIO_RANK-th closest sketch among its neighbours: a copy stands out, a look-alike does not).
+2. **The pixel check** (indexer.pixelcheck) decodes both images of each candidate pair again and compares their
+   aligned detail; a pair is a copy when the score reaches MATCH_THRESHOLD. Byte-identical files need no check.
+   Codes and sketches alone cannot make this call: two studio photos of one motorbike model are as close in code
+   as a copy with a caption, and only the pixels tell them apart.
 
-A chain of similar pictures (each a little different from the last) must not become one group: within a connected
-component, every member must lie within the threshold of the group's first image; the rest start groups of
-their own.
+Groups are the connected components of the confirmed pairs, cut into stars: every member is a confirmed copy of
+the group's first image (the lowest id, usually the original), so a chain of look-alikes never becomes one group.
+
+`check="none"` groups by code distance alone (look-alikes too: bursts, re-shoots), as components of the neighbour
+pairs within the threshold; its suggested threshold is the distance that best tells measured copies from ordinary
+nearest neighbours (the two-sample Kolmogorov-Smirnov point), capped where more than MAX_JOINED of the images
+would be grouped with their nearest neighbour. Without measured copies it falls back to the widest gap in the low
+tail of the first-neighbour distances, or a small share of their median.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from indexer.copies import trimmed_distances
 from indexer.neighbours import NeighbourGraph
 
 # Mild edits, the kind a near-duplicate has (encoder.augment.EditStrengths fields); stronger ones make a variant.
@@ -38,18 +41,37 @@ FLOOR_SHARE = 0.05  # without a gap: group pairs closer than this share of the m
 LOW_TAIL = 0.5  # the gap is looked for among nearest-neighbour distances below this share of the median ...
 MIN_GAP = np.log(2.0)  # ... must span at least a factor of two ...
 GAP_BELOW = 0.25  # ... and have below it only distances under this share of the median
+CHECKS = ("pixels", "none")  # how candidate pairs are confirmed: the pixel check, or not at all (codes only)
+COPY_REACH = 0.99  # the suggested code limit of the pixel-checked mode: this quantile of measured copies' distances
+RATIO_RANK = 4  # a candidate's sketch distance is compared with the 4th closest among the image's neighbours ...
+RATIO = 0.5  # ... and must be below this share of it (so up to three copies of one image all pass)
+MATCH_THRESHOLD = 0.95  # pixel-check score (indexer.pixelcheck) from which a pair is an edited copy
 
 
 @dataclass(frozen=True)
 class Group:
-    """One group of near-duplicates: members as (id, distance to the first), the first being the lowest id."""
+    """One group of near-duplicates: members as (id, code distance to the first), the first being the lowest id;
+    with the pixel check, each later member's score against the first in `matches`."""
 
     members: list[tuple[int, float]]
+    matches: dict[int, float] = field(default_factory=dict)
 
     @property
     def spread(self) -> float:
         """The largest member's distance to the first: how far apart the group goes."""
         return max(d for _, d in self.members)
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    """The near-duplicates of a collection at one threshold, and how they were found."""
+
+    groups: list[Group]
+    threshold: float  # the code distance used
+    suggested: float  # the code distance suggested for this check
+    check: str  # "pixels" or "none" (CHECKS)
+    pairs_checked: int = 0  # candidate pairs compared by the pixel check
+    unreadable: int = 0  # images of candidate pairs whose files could not be read (their pairs are not grouped)
 
 
 def parse_threshold(raw: str) -> float | None:
@@ -96,24 +118,9 @@ def suggest_threshold(nearest: np.ndarray, copy_distances: np.ndarray | None = N
 def duplicate_groups(graph: NeighbourGraph, codes_by_id: dict[int, np.ndarray], threshold: float) -> list[Group]:
     """Connected components of the graph's edges shorter than or equal to `threshold`, largest group first."""
     rows, cols = np.nonzero((graph.distances <= threshold) & (graph.neighbours >= 0))
-    parent: dict[int, int] = {}
-
-    def root(i: int) -> int:
-        while parent.get(i, i) != i:
-            parent[i] = parent.get(parent[i], parent[i])  # halve the path as we go
-            i = parent[i]
-        return i
-
-    for a, b in zip(graph.ids[rows].tolist(), graph.neighbours[rows, cols].tolist()):
-        ra, rb = root(a), root(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)  # the lowest id leads: usually the original, indexed first
-    components: dict[int, list[int]] = {}
-    for i in list(parent):  # every image joined to another; a component's root is only ever a parent
-        lead = root(i)
-        components.setdefault(lead, [lead]).append(i)
+    edges = zip(graph.ids[rows].tolist(), graph.neighbours[rows, cols].tolist())
     groups = []
-    for ids in components.values():
+    for ids in _components(edges):
         rest = sorted(set(ids))
         while len(rest) >= 2:  # a star around the lowest id; what is out of its reach starts over
             first = codes_by_id[rest[0]]
@@ -124,3 +131,84 @@ def duplicate_groups(graph: NeighbourGraph, codes_by_id: dict[int, np.ndarray], 
             rest = [i for i, d in zip(rest, distances) if d > threshold] if len(near) >= 2 else rest[1:]
     groups.sort(key=lambda g: (-len(g.members), g.spread, g.members[0][0]))
     return groups
+
+
+def parse_check(raw: str) -> str:
+    """'pixels' (also '' for the default) or 'none'; raises ValueError otherwise."""
+    if raw in ("", "pixels"):
+        return "pixels"
+    if raw == "none":
+        return "none"
+    raise ValueError("expected 'pixels' or 'none'")
+
+
+def code_limit(nearest: np.ndarray, copy_distances: np.ndarray | None) -> float:
+    """The suggested code limit of candidate pairs: how far edited copies' codes stray (their COPY_REACH quantile);
+    the median first-neighbour distance without measured copies."""
+    if copy_distances is not None and len(copy_distances):
+        return float(np.quantile(np.asarray(copy_distances, np.float64), COPY_REACH))
+    return float(np.median(nearest)) if len(nearest) else 0.0
+
+
+def candidate_pairs(graph: NeighbourGraph, sketches_by_id: dict[int, np.ndarray], limit: float) -> set[tuple[int, int]]:
+    """(lower id, higher id) pairs worth a pixel check: graph neighbours within `limit` whose sketch passes the ratio
+    test (see the module's docstring). Images without a sketch (catalogued before sketches) pass on the code alone."""
+    pairs: set[tuple[int, int]] = set()
+    for row, own in enumerate(graph.ids.tolist()):
+        near = (graph.neighbours[row] >= 0) & (graph.distances[row] <= limit)
+        if not near.any():
+            continue
+        neighbours = graph.neighbours[row][graph.neighbours[row] >= 0]  # (m,) all of its neighbours, for the ratio
+        mine = sketches_by_id.get(own)
+        known = [j for j in neighbours.tolist() if j in sketches_by_id]
+        if mine is None or len(known) < 2:
+            chosen = graph.neighbours[row][near].tolist()
+        else:
+            distances = dict(zip(known, trimmed_distances(mine, np.stack([sketches_by_id[j] for j in known]))))
+            reference = np.sort(list(distances.values()))[min(RATIO_RANK, len(distances)) - 1]
+            chosen = [j for j in graph.neighbours[row][near].tolist()
+                      if j not in distances or distances[j] < RATIO * reference]
+        pairs.update((min(own, j), max(own, j)) for j in chosen)
+    return pairs
+
+
+def checked_groups(pairs: Iterable[tuple[int, int]], score: Callable[[int, int], float | None],
+                   codes_by_id: dict[int, np.ndarray], threshold: float = MATCH_THRESHOLD) -> list[Group]:
+    """Groups of confirmed copies, largest first: components of the `pairs` whose `score(a, b)` (None: could not be
+    checked) reaches `threshold`, cut into stars around their lowest id (every member confirmed against it)."""
+    confirmed = [(a, b) for a, b in pairs if (s := score(a, b)) is not None and s >= threshold]
+    groups = []
+    for ids in _components(confirmed):
+        rest = sorted(ids)
+        while len(rest) >= 2:
+            first = rest[0]
+            scores = {i: score(first, i) for i in rest[1:]}
+            near = [i for i in rest[1:] if (scores[i] or -1.0) >= threshold]
+            if near:
+                members = [(first, 0.0)] + [(i, float(np.linalg.norm(codes_by_id[i] - codes_by_id[first])))
+                                            for i in near]
+                groups.append(Group(members, {i: float(scores[i] or 0.0) for i in near}))
+            rest = [i for i in rest[1:] if i not in near]
+    groups.sort(key=lambda g: (-len(g.members), g.spread, g.members[0][0]))
+    return groups
+
+
+def _components(edges: Iterable[tuple[int, int]]) -> list[list[int]]:
+    """Connected components (of two or more ids) of an undirected graph given by its edges."""
+    parent: dict[int, int] = {}
+
+    def root(i: int) -> int:
+        while parent.get(i, i) != i:
+            parent[i] = parent.get(parent[i], parent[i])  # halve the path as we go
+            i = parent[i]
+        return i
+
+    for a, b in edges:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)  # the lowest id leads: usually the original, indexed first
+    components: dict[int, list[int]] = {}
+    for i in list(parent):  # every image joined to another; a component's root is only ever a parent
+        lead = root(i)
+        components.setdefault(lead, [lead]).append(i)
+    return list(components.values())

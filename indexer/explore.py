@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from indexer.collection import Collection
-from indexer.duplicates import parse_threshold
+from indexer.duplicates import CHECKS, MATCH_THRESHOLD, parse_threshold
 from indexer.neighbours import percentile
 from indexer.projection import CollectionMap
 
@@ -22,8 +22,11 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, index_arg, argument_t
                           help="groups of near-identical images (edited copies, re-encodes, resizes), largest first")
     index_arg(dups)
     dups.add_argument("--threshold", type=argument_type(parse_threshold, "threshold"), default=None, metavar="auto|D",
-                      help="code distance below which two images are duplicates (auto: suggested from the "
-                           "collection's own nearest-neighbour distances)")
+                      help="code distance within which two images may be duplicates (auto: suggested from how far "
+                           "edited copies of the collection's own images stray)")
+    dups.add_argument("--check", choices=CHECKS, default="pixels",
+                      help="pixels: confirm each pair by comparing the images' aligned pixels (edited copies only); "
+                           "none: group by code distance alone (look-alikes too) (pixels)")
     dups.add_argument("--json", action="store_true", help="print JSON instead of a listing")
     outliers = sub.add_parser("outliers", parents=[common],
                               help="the images the model understands least (largest reconstruction error)")
@@ -37,20 +40,30 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, index_arg, argument_t
                        help="projection: pca, or umap with the optional extra installed (pca)")
 
 
-def duplicates_report(collection: Collection, threshold: float | None, limit: int | None = None) -> dict[str, Any]:
+def duplicates_report(collection: Collection, threshold: float | None, limit: int | None = None,
+                      check: str = "pixels") -> dict[str, Any]:
     """Near-duplicate groups as the CLI and the API give them: threshold used (also as a percentile), suggestion,
-    totals, and the first `limit` groups (all with None), largest first."""
+    how pairs were confirmed, totals, and the first `limit` groups (all with None), largest first."""
     import numpy as np
 
-    groups, used, suggested = collection.duplicates(threshold)
-    listed = groups if limit is None else groups[:limit]
+    found = collection.duplicates(threshold, check)
+    listed = found.groups if limit is None else found.groups[:limit]
     paths = collection.relpaths(i for g in listed for i, _ in g.members)
     scale = np.asarray(collection.calibration.get("nn_quantiles", []), np.float64)
-    return {"threshold": round(used, 6), "threshold_percentile": round(float(percentile(used, scale)), 2),
-            "suggested_threshold": round(suggested, 6), "groups_total": len(groups),
-            "images_in_groups": sum(len(g.members) for g in groups),
-            "groups": [{"members": [{"id": i, "path": paths.get(i, ""), "distance": round(d, 6)}
-                                    for i, d in g.members]} for g in listed]}
+    checked = {"match_threshold": MATCH_THRESHOLD, "pairs_checked": found.pairs_checked,
+               "unreadable": found.unreadable} if check == "pixels" else {}
+
+    def member(image_id: int, distance: float, group) -> dict[str, Any]:
+        fields = {"id": image_id, "path": paths.get(image_id, ""), "distance": round(distance, 6)}
+        if check == "pixels":
+            fields["match"] = round(group.matches.get(image_id, 1.0), 4)
+        return fields
+
+    return {"threshold": round(found.threshold, 6),
+            "threshold_percentile": round(float(percentile(found.threshold, scale)), 2),
+            "suggested_threshold": round(found.suggested, 6), "check": check, **checked,
+            "groups_total": len(found.groups), "images_in_groups": sum(len(g.members) for g in found.groups),
+            "groups": [{"members": [member(i, d, g) for i, d in g.members]} for g in listed]}
 
 
 def outliers_report(collection: Collection, n: int) -> dict[str, Any]:
@@ -71,7 +84,7 @@ def _report(index, make: Callable[[Collection], Any]) -> Any:
 
 
 def cmd_duplicates(args: argparse.Namespace) -> int:
-    report = _report(args.index, lambda c: duplicates_report(c, args.threshold))
+    report = _report(args.index, lambda c: duplicates_report(c, args.threshold, check=args.check))
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -79,10 +92,18 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
     print(f"{report['groups_total']} {groups} of near-duplicates ({report['images_in_groups']} images) at distance "
           f"{report['threshold']:.4g} (closer than {report['threshold_percentile']:g}% of nearest-neighbour pairs; "
           f"suggested {report['suggested_threshold']:.4g})")
+    if args.check == "pixels":
+        unreadable = f"; {report['unreadable']} files could not be read" if report["unreadable"] else ""
+        print(f"{report['pairs_checked']} candidate pairs compared pixel by pixel; a copy matches at "
+              f"{report['match_threshold']:g} or more{unreadable}")
+    else:
+        print("grouped by code distance alone (no pixel check): look-alikes as well as copies")
     for number, group in enumerate(report["groups"], 1):
         print(f"\ngroup {number}: {len(group['members'])} images")
-        for member in group["members"]:
-            print(f"  {member['distance']:10.4f}  {member['path']}")
+        print(f"  {'distance':>10}  {'match':>6}  path" if args.check == "pixels" else f"  {'distance':>10}  path")
+        for m in group["members"]:
+            match = f"{m['match']:6.3f}  " if args.check == "pixels" else ""
+            print(f"  {m['distance']:10.4f}  {match}{m['path']}")
     return 0
 
 

@@ -6,7 +6,7 @@ import re
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
-from indexer.duplicates import parse_threshold
+from indexer.duplicates import parse_check, parse_threshold
 from indexer.projection import DEFAULT_METHOD, METHODS
 from search_api.engine import Engine, NotFound, SearchResult
 from search_api.errors import ApiError
@@ -155,9 +155,15 @@ def _threshold() -> float | None:
 
 @bp.get("/duplicates")
 def duplicates():
-    """Groups of near-duplicate images, largest first; ?threshold=auto|D, ?limit= groups."""
+    """Groups of near-duplicate images, largest first; ?threshold=auto|D, ?check=pixels|none, ?limit= groups."""
     threshold = _threshold()
-    return jsonify({**engine().duplicates(threshold, _int_arg("limit", 100, 1, MAX_K)), "images": engine().images})
+    raw = request.args.get("check", "")
+    try:
+        check = parse_check(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", f"check must be 'pixels' or 'none', got {raw[:40]!r}") from None
+    limit = _int_arg("limit", 100, 1, MAX_K)
+    return jsonify({**engine().duplicates(threshold, limit, check), "images": engine().images})
 
 
 @bp.get("/outliers")

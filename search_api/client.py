@@ -176,10 +176,12 @@ class SearchClient:
         """The original file of an indexed image."""
         return self._send("GET", f"/api/images/{int(image_id)}").content
 
-    def duplicates(self, threshold: float | None = None, limit: int = 100) -> dict[str, Any]:
+    def duplicates(self, threshold: float | None = None, limit: int = 100, check: str = "pixels") -> dict[str, Any]:
         """Groups of near-duplicates, largest first: {'threshold', 'threshold_percentile', 'suggested_threshold',
-        'groups': [{'members': [{'id', 'path', 'distance', 'thumbnail'}]}], ...}; threshold None: the suggested one."""
-        params = {"threshold": "auto" if threshold is None else repr(float(threshold)), "limit": limit}
+        'check', 'groups': [{'members': [{'id', 'path', 'distance', 'match', 'thumbnail'}]}], ...}; threshold None:
+        the suggested one; check 'pixels' confirms copies pixel by pixel, 'none' groups by code distance alone."""
+        params = {"threshold": "auto" if threshold is None else repr(float(threshold)), "limit": limit,
+                  "check": check}
         return self._request("GET", "/api/duplicates", params=params)
 
     def outliers(self, n: int = 50) -> list[dict[str, Any]]:

@@ -166,9 +166,10 @@ class Engine:
 
     # Views of the whole collection --------------------------------------------------------------------------
 
-    def duplicates(self, threshold: float | None = None, limit: int = 100) -> dict[str, Any]:
-        """Groups of near-duplicates, largest first (at most `limit`), at `threshold` (None: the suggested one)."""
-        report = duplicates_report(self.collection, threshold, limit)
+    def duplicates(self, threshold: float | None = None, limit: int = 100, check: str = "pixels") -> dict[str, Any]:
+        """Groups of near-duplicates, largest first (at most `limit`), at `threshold` (None: the suggested one),
+        confirmed by `check` (indexer.duplicates.CHECKS)."""
+        report = duplicates_report(self.collection, threshold, limit, check)
         for group in report["groups"]:
             for member in group["members"]:
                 member["thumbnail"] = f"/api/images/{member['id']}/thumbnail"

@@ -1,0 +1,166 @@
+"""Is one image an edited copy of another? An aligned comparison of their pixels, for the near-duplicate finder.
+
+Codes and 16x16 sketches find candidate pairs cheaply, but neither can tell an edited copy from a different photo
+of the same thing (two studio shots of one motorbike model, a statue photographed twice). The pixels can: a copy
+keeps every fine edge where the original had it, a second photo does not. Both images are decoded again in grey
+at SOURCE_SIDE pixels, and one is cropped and resized onto the other over a range of crop windows (up to
+MAX_CROP of each side, either image inside the other), coarse to fine. The score is the best normalised correlation
+of the two band-passed pictures: band-passing keeps the edges and drops what a copy changes freely (brightness,
+contrast, the blur of a re-encode or a resize). 1.0 is the same picture; different photos of one scene score lower
+the more their details differ.
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SOURCE_SIDE = 128  # grey pixels each image is decoded to for the check
+CHECK_SIDE = 64  # the final comparison's side
+COARSE_SIDE = 32  # the first, exhaustive search's side
+MAX_CROP = 0.12  # the largest share of a side the search crops away
+COARSE_STEPS = 4  # crop values per side in the exhaustive search: 0, MAX_CROP / 3, ..., MAX_CROP
+REFINEMENTS = 3  # searches around the best window at CHECK_SIDE, each with half the last one's step
+DECODED_KEPT = 2048  # decoded images kept while checking pairs (64 KB each)
+BAND = (0.7, 3.0)  # Gaussian sigmas, in CHECK_SIDE pixels, of the band-pass: edges, not shading (scaled per side)
+
+
+def _window_matrix(source: int, out: int, lo: float, hi: float) -> np.ndarray:
+    """(out, source) area weights resampling the span [lo, hi) (shares of the side) of `source` pixels to `out`."""
+    edges = np.linspace(lo * source, hi * source, out + 1)
+    start, stop = edges[:-1, None], edges[1:, None]  # (out, 1) each output pixel's span
+    left = np.arange(source)[None, :]  # (1, source) input pixel [left, left + 1)
+    overlap = np.clip(np.minimum(stop, left + 1) - np.maximum(start, left), 0.0, None)  # (out, source)
+    return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+@lru_cache(maxsize=8)
+def _band_matrices(side: int) -> tuple[np.ndarray, np.ndarray]:
+    """(side, side) Gaussian blurs at the two band-pass sigmas, scaled to `side`; rows sum to 1 (edges renormalised)."""
+    x = np.arange(side, dtype=np.float64)
+    blurs = []
+    for sigma in BAND:
+        scaled = sigma * side / CHECK_SIDE
+        g = np.exp(-0.5 * ((x[:, None] - x[None, :]) / scaled) ** 2)
+        blurs.append((g / g.sum(axis=1, keepdims=True)).astype(np.float32))
+    return blurs[0], blurs[1]
+
+
+def band_pass(images: np.ndarray) -> np.ndarray:
+    """(..., s, s) -> (..., s, s): fine blur less coarse blur, the detail a copy keeps."""
+    fine, coarse = _band_matrices(images.shape[-1])
+    return fine @ images @ fine.T - coarse @ images @ coarse.T
+
+
+def _correlation(warped: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(..., s, s) and (s, s) band-passed pictures -> (...) normalised correlations."""
+    a = warped - warped.mean(axis=(-1, -2), keepdims=True)
+    b = target - target.mean()
+    return (a * b).sum(axis=(-1, -2)) / np.sqrt((a * a).sum(axis=(-1, -2)) * (b * b).sum() + 1e-12)
+
+
+def _spans(centres: list[tuple[float, float]], step: float) -> list[tuple[float, float]]:
+    """Crop spans (start, end) around each centre, moved by -step, 0, +step at each end, within the picture."""
+    found = {(round(min(max(lo + a, 0.0), MAX_CROP), 5), round(max(min(hi + b, 1.0), 1.0 - MAX_CROP), 5))
+             for lo, hi in centres for a in (-step, 0.0, step) for b in (-step, 0.0, step)}
+    return sorted(found)
+
+
+def _search(big: np.ndarray, target: np.ndarray, rows: list[tuple[float, float]],
+            cols: list[tuple[float, float]]) -> tuple[float, tuple[float, float], tuple[float, float]]:
+    """The best correlation of `target` (s, s, band-passed) with `big` (source, source) cropped to a row span and
+    a column span and resized to s; returns it with the two spans."""
+    side, source = target.shape[0], big.shape[0]
+    r = np.stack([_window_matrix(source, side, lo, hi) for lo, hi in rows])  # (R, s, source)
+    c = np.stack([_window_matrix(source, side, lo, hi) for lo, hi in cols])  # (C, s, source)
+    warped = np.einsum("ris,st->rit", r, big, optimize=True)  # (R, s, source)
+    warped = np.einsum("rit,cjt->rcij", warped, c, optimize=True)  # (R, C, s, s)
+    scores = _correlation(band_pass(warped), target)  # (R, C)
+    best_r, best_c = np.unravel_index(int(np.argmax(scores)), scores.shape)
+    return float(scores[best_r, best_c]), rows[best_r], cols[best_c]
+
+
+def _shrink(image: np.ndarray, side: int) -> np.ndarray:
+    """(n, n) -> (side, side) by averaging blocks; n must be a multiple of side."""
+    f = image.shape[0] // side
+    return image.reshape(side, f, side, f).mean(axis=(1, 3))
+
+
+def match_score(a: np.ndarray, b: np.ndarray) -> float:
+    """How well one of two (SOURCE_SIDE, SOURCE_SIDE) grey images is a crop of the other, resized: the best
+    band-passed correlation over crop windows, in [-1, 1] (1: the same picture)."""
+    best = -1.0
+    coarse_values = np.linspace(0.0, MAX_CROP, COARSE_STEPS)
+    coarse_spans = [(float(lo), float(1.0 - hi)) for lo in coarse_values for hi in coarse_values]
+    for big, small in ((a, b), (b, a)):
+        # Exhaustive at COARSE_SIDE, then finer and finer steps around the best window at CHECK_SIDE.
+        target = band_pass(_shrink(small, COARSE_SIDE))
+        _, rows, cols = _search(_shrink(big, COARSE_SIDE * 2), target, coarse_spans, coarse_spans)
+        target = band_pass(_shrink(small, CHECK_SIDE))
+        step = MAX_CROP / (COARSE_STEPS - 1) / 2
+        for _ in range(REFINEMENTS):
+            score, rows, cols = _search(big, target, _spans([rows], step), _spans([cols], step))
+            step /= 2
+        best = max(best, score)
+    return best
+
+
+def load_grey(source) -> np.ndarray:
+    """An image file (path, bytes or file) -> (SOURCE_SIDE, SOURCE_SIDE) float32 grey in [0, 1], squashed to a
+    square the way the encoder sees it. Raises encoder.preprocess.ImageError for what cannot be decoded."""
+    from encoder.preprocess import load_image
+
+    return load_image(source, SOURCE_SIDE, channels=1).pixels[:, :, 0].astype(np.float32) / 255.0
+
+
+class PairScores:
+    """Pixel-check scores of image pairs, each measured once: byte-identical files score 1.0 unchecked, and a pair
+    with a file that cannot be read (moved, changed, removed since it was indexed) scores None."""
+
+    def __init__(self, files: dict[int, Path], digests: dict[int, str], keep_decoded: int = DECODED_KEPT):
+        self.files, self.digests = files, digests
+        self.scores: dict[tuple[int, int], float | None] = {}
+        self.unreadable: set[int] = set()
+        self._decoded: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._keep = keep_decoded
+
+    def __call__(self, a: int, b: int) -> float | None:
+        key = (min(a, b), max(a, b))
+        if key not in self.scores:
+            self.scores[key] = self._measure(*key)
+        return self.scores[key]
+
+    def _measure(self, a: int, b: int) -> float | None:
+        if self.digests.get(a) is not None and self.digests.get(a) == self.digests.get(b):
+            return 1.0
+        first, second = self._grey(a), self._grey(b)
+        if first is None or second is None:
+            return None
+        return match_score(first, second)
+
+    def _grey(self, image_id: int) -> np.ndarray | None:
+        """The image decoded for the check, kept while recently used (pairs come sorted, so each is decoded about
+        once); None when its file cannot be read."""
+        from encoder.preprocess import ImageError
+
+        if image_id in self._decoded:
+            self._decoded.move_to_end(image_id)
+            return self._decoded[image_id]
+        if image_id in self.unreadable or image_id not in self.files:
+            self.unreadable.add(image_id)
+            return None
+        try:
+            grey = load_grey(self.files[image_id])
+        except (ImageError, OSError) as why:
+            log.warning("cannot check %s for copies: %s", self.files[image_id], why)
+            self.unreadable.add(image_id)
+            return None
+        self._decoded[image_id] = grey
+        if len(self._decoded) > self._keep:
+            self._decoded.popitem(last=False)
+        return grey
