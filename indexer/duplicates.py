@@ -6,7 +6,8 @@ Two stages, so that a large collection never compares all pairs and a copy is ne
    A neighbour is a candidate when its code lies within the code limit (`--threshold`; suggested from how far the
    codes of edited copies of the collection's own images stray: their 99th percentile), and its stored 16x16
    sketch (indexer.copies) is far closer than the image's ordinary neighbours' sketches are (a ratio test against
-   the RATIO_RANK-th closest sketch among its neighbours: a copy stands out, a look-alike does not).
+   the RATIO_RANK-th closest sketch among its neighbours: a copy stands out, a look-alike does not; the test is
+   looser for two images that are each other's nearest code, as an original and its copy usually are).
 2. **The pixel check** (indexer.pixelcheck) decodes both images of each candidate pair again and compares their
    aligned detail; a pair is a copy when the score reaches MATCH_THRESHOLD. Byte-identical files need no check.
    Codes and sketches alone cannot make this call: two studio photos of one motorbike model are as close in code
@@ -44,7 +45,8 @@ GAP_BELOW = 0.25  # ... and have below it only distances under this share of the
 CHECKS = ("pixels", "none")  # how candidate pairs are confirmed: the pixel check, or not at all (codes only)
 COPY_REACH = 0.99  # the suggested code limit of the pixel-checked mode: this quantile of measured copies' distances
 RATIO_RANK = 4  # a candidate's sketch distance is compared with the 4th closest among the image's neighbours ...
-RATIO = 0.5  # ... and must be below this share of it (so up to three copies of one image all pass)
+RATIO = 0.5  # ... and must be below this share of it (so up to three copies of one image all pass) ...
+MUTUAL_RATIO = 0.8  # ... or below this share when each is the other's nearest code (a crop moves a sketch more)
 MATCH_THRESHOLD = 0.95  # pixel-check score (indexer.pixelcheck) from which a pair is an edited copy
 
 
@@ -154,6 +156,7 @@ def candidate_pairs(graph: NeighbourGraph, sketches_by_id: dict[int, np.ndarray]
     """(lower id, higher id) pairs worth a pixel check: graph neighbours within `limit` whose sketch passes the ratio
     test (see the module's docstring). Images without a sketch (catalogued before sketches) pass on the code alone."""
     pairs: set[tuple[int, int]] = set()
+    nearest = dict(zip(graph.ids.tolist(), graph.neighbours[:, 0].tolist())) if graph.neighbours.shape[1] else {}
     for row, own in enumerate(graph.ids.tolist()):
         near = (graph.neighbours[row] >= 0) & (graph.distances[row] <= limit)
         if not near.any():
@@ -166,8 +169,9 @@ def candidate_pairs(graph: NeighbourGraph, sketches_by_id: dict[int, np.ndarray]
         else:
             distances = dict(zip(known, trimmed_distances(mine, np.stack([sketches_by_id[j] for j in known]))))
             reference = np.sort(list(distances.values()))[min(RATIO_RANK, len(distances)) - 1]
-            chosen = [j for j in graph.neighbours[row][near].tolist()
-                      if j not in distances or distances[j] < RATIO * reference]
+            chosen = [j for j in graph.neighbours[row][near].tolist() if j not in distances
+                      or distances[j] < (MUTUAL_RATIO if nearest[own] == j and nearest.get(j) == own else RATIO)
+                      * reference]
         pairs.update((min(own, j), max(own, j)) for j in chosen)
     return pairs
 
