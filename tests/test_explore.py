@@ -50,31 +50,47 @@ def test_duplicates_group_the_copies_with_their_original_and_nothing_else(client
     hits = client.get("/api/search?id=4&k=32").get_json()["results"]
     assert {h["path"] for h in hits[:3]} == {"copies/same-bytes.jpg", "copies/half-size.png",
                                              "copies/recompressed.jpg"}  # the copies are its nearest codes
+    expected = sorted(["a/img_0003.jpg", "copies/same-bytes.jpg", "copies/half-size.png", "copies/recompressed.jpg"])
+    # The default: candidates within the suggested code distance, confirmed pixel by pixel: the copies, nothing else.
+    auto = client.get("/api/duplicates").get_json()
+    assert auto["threshold"] == auto["suggested_threshold"] > 0 and 0 <= auto["threshold_percentile"] <= 100
+    assert auto["check"] == "pixels" and auto["match_threshold"] == 0.95 and auto["unreadable"] == 0
+    assert [sorted(m["path"] for m in g["members"]) for g in auto["groups"]] == [expected]
+    assert auto["pairs_checked"] >= 3 and auto["images"] == 33 and auto["groups_total"] == 1
+    first = auto["groups"][0]["members"]
+    assert first[0] == {"id": 4, "path": "a/img_0003.jpg", "distance": 0.0, "match": 1.0,
+                        "thumbnail": "/api/images/4/thumbnail"}
+    assert all(0.95 <= m["match"] <= 1.0 for m in first)
+    # However far the codes may go, the pixel check keeps distinct images apart.
+    wide = client.get("/api/duplicates?threshold=1e9").get_json()
+    assert [sorted(m["path"] for m in g["members"]) for g in wide["groups"]] == [expected]
+    assert wide["pairs_checked"] > auto["pairs_checked"] and wide["threshold_percentile"] == 0.0
+
+    # Codes alone (check=none): components of the pairs within the distance, look-alikes included.
     reach = hits[2]["distance"] + 1e-5  # distances are given to 6 decimals
     assert reach < hits[3]["distance"]
-    body = client.get(f"/api/duplicates?threshold={reach}").get_json()
+    body = client.get(f"/api/duplicates?threshold={reach}&check=none").get_json()
     groups = [sorted(m["path"] for m in g["members"]) for g in body["groups"]]
-    expected = sorted(["a/img_0003.jpg", "copies/same-bytes.jpg", "copies/half-size.png", "copies/recompressed.jpg"])
-    assert expected in groups and body["images"] == 33 and body["groups_total"] == len(groups)
-    first = body["groups"][groups.index(expected)]["members"]
-    assert first[0] == {"id": 4, "path": "a/img_0003.jpg", "distance": 0.0, "thumbnail": "/api/images/4/thumbnail"}
-    assert all(m["distance"] <= reach for m in first)  # every member within reach of the group's first image
-    # The suggestion, measured on edited copies of the collection's own images, at least joins the identical pair.
-    auto = client.get("/api/duplicates").get_json()
-    assert auto["threshold"] == auto["suggested_threshold"] >= 0 and 0 <= auto["threshold_percentile"] <= 100
+    assert expected in groups and body["check"] == "none" and "match_threshold" not in body
+    assert body["groups_total"] == len(groups)
+    members = body["groups"][groups.index(expected)]["members"]
+    assert members[0] == {"id": 4, "path": "a/img_0003.jpg", "distance": 0.0, "thumbnail": "/api/images/4/thumbnail"}
+    assert all(m["distance"] <= reach for m in members)  # every member within reach of the group's first image
+    codes_auto = client.get("/api/duplicates?check=none").get_json()
+    assert codes_auto["threshold"] == codes_auto["suggested_threshold"] >= 0
     assert any({"a/img_0003.jpg", "copies/same-bytes.jpg"} <= {m["path"] for m in g["members"]}
-               for g in auto["groups"])
+               for g in codes_auto["groups"])
     # A threshold of 0 keeps only byte-identical copies (identical codes); a huge one, everything in one group.
-    exact = client.get("/api/duplicates?threshold=0").get_json()
+    exact = client.get("/api/duplicates?threshold=0&check=none").get_json()
     assert [sorted(m["path"] for m in g["members"]) for g in exact["groups"]] == [
         ["a/img_0003.jpg", "copies/same-bytes.jpg"]]
-    everything = client.get("/api/duplicates?threshold=1e9&limit=1").get_json()
+    everything = client.get("/api/duplicates?threshold=1e9&limit=1&check=none").get_json()
     assert len(everything["groups"]) == 1 and len(everything["groups"][0]["members"]) == 33
     assert everything["threshold_percentile"] == 0.0
 
 
 @pytest.mark.parametrize("query", ["threshold=-1", "threshold=nan", "threshold=inf", "threshold=x", "limit=0",
-                                   "threshold=" + "9" * 50])
+                                   "threshold=" + "9" * 50, "check=sketch", "check=" + "x" * 500])
 def test_bad_duplicate_parameters_are_400s(client, query):
     response = client.get(f"/api/duplicates?{query}")
     assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_parameter"
@@ -150,13 +166,19 @@ def test_hits_carry_a_percentile_on_the_collections_own_scale(client):
 
 def test_the_cli_lists_duplicates_and_outliers_and_draws_the_map(copies, tmp_path):
     images, index = copies
-    listing = run_cli("indexer", "duplicates", "--index", str(index), "--threshold", "1e9").stdout
+    listing = run_cli("indexer", "duplicates", "--index", str(index), "--threshold", "1e9", "--check", "none").stdout
     assert listing.startswith("1 group of near-duplicates (33 images) at distance 1e+09 (closer than 0% of")
-    assert "copies/half-size.png" in listing and "copies/recompressed.jpg" in listing
+    assert "copies/half-size.png" in listing and "copies/recompressed.jpg" in listing and "no pixel check" in listing
+    checked = run_cli("indexer", "duplicates", "--index", str(index)).stdout.splitlines()
+    assert checked[0].startswith("1 group of near-duplicates (4 images) at distance ")
+    assert "candidate pairs compared pixel by pixel; a copy matches at 0.95 or more" in checked[1]
+    assert checked[5].split()[:2] == ["0.0000", "1.000"] and checked[5].endswith("a/img_0003.jpg")
     report = json.loads(run_cli("indexer", "duplicates", "--index", str(index), "--json").stdout)
     assert {m["path"] for m in report["groups"][0]["members"]} >= {"a/img_0003.jpg", "copies/same-bytes.jpg"}
     tight = json.loads(run_cli("indexer", "duplicates", "--index", str(index), "--threshold", "0", "--json").stdout)
     assert tight["threshold"] == 0 and len(tight["groups"]) == 1
+    wrong = run_cli("indexer", "duplicates", "--index", str(index), "--check", "sketch", check=False)
+    assert wrong.returncode == 2 and "--check" in wrong.stderr
     bad = run_cli("indexer", "duplicates", "--index", str(index), "--threshold", "-2", check=False)
     assert bad.returncode == 2 and "--threshold" in bad.stderr and "auto" in bad.stderr.splitlines()[-1]
     worst = json.loads(run_cli("indexer", "outliers", "--index", str(index), "-n", "3", "--json").stdout)
@@ -175,6 +197,9 @@ def test_the_client_reaches_every_view(live_server):
     with SearchClient(live_server.url) as api:
         groups = api.duplicates()
         assert groups["images"] == len(live_server.images) and "threshold_percentile" in groups
+        assert groups["check"] == "pixels" and groups["groups"] == []  # distinct images: no copies
+        looser = api.duplicates(threshold=1e9, check="none")
+        assert looser["check"] == "none" and len(looser["groups"][0]["members"]) == len(live_server.images)
         worst = api.outliers(3)
         assert len(worst) == 3 and worst[0]["reconstruction_error"] >= worst[-1]["reconstruction_error"]
         with Image.open(io.BytesIO(api.reconstruction(worst[0]["id"]))) as im:

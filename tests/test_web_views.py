@@ -48,26 +48,38 @@ def test_duplicates_view_groups_at_a_threshold_and_says_when_there_are_none(page
     status = page.locator("#duplicates-view .view-status")
     # 40 distinct images: nothing is identical to anything else.
     expect(status).to_contain_text("No near-duplicates at code distance 0")
+    expect(status).to_contain_text("pixel by pixel")
     expect(page.locator("#duplicate-groups li")).to_have_count(0)
+    # At any distance the pixel check keeps look-alikes apart ...
     page.fill("#threshold", "1e9")
     page.locator("#duplicates-form button[type=submit]").click()
     expect(page).to_have_url(re.compile(r"#view=duplicates&threshold=1e9$"))
+    expect(status).to_contain_text("No near-duplicates at code distance 1000000000")
+    # ... and codes alone group them all.
+    page.check("#codes-only")
+    page.locator("#duplicates-form button[type=submit]").click()
+    expect(page).to_have_url(re.compile(r"#view=duplicates&threshold=1e9&check=none$"))
     expect(page.locator("#duplicate-groups li")).to_have_count(1)
     expect(page.locator("#duplicate-groups li h3")).to_have_text("Group 1: 40 images")
     expect(status).to_contain_text("1 group, 40 images, at code distance 1000000000 (closer than 0% of")
+    expect(status).to_contain_text("look-alikes included")
     thumbs = page.locator("#duplicate-groups .thumb")
     expect(thumbs).to_have_count(40)
     expect(thumbs.first.locator("img")).to_have_js_property("complete", True)
     assert thumbs.first.locator("img").evaluate("img => img.naturalWidth") > 0
     shot(page, "duplicates")
     page.locator("#threshold-auto").click()
-    expect(page).to_have_url(re.compile(r"#view=duplicates$"))
+    expect(page).to_have_url(re.compile(r"#view=duplicates&check=none$"))
     expect(status).to_contain_text("suggested")
+    page.uncheck("#codes-only")
+    page.locator("#duplicates-form button[type=submit]").click()
+    expect(page).to_have_url(re.compile(r"#view=duplicates$"))
+    expect(status).to_contain_text("candidate pairs")
     page.fill("#threshold", "-1")
     page.locator("#duplicates-form button[type=submit]").click()
     expect(page.locator("#duplicates-view .view-error")).to_contain_text("must be a number of 0 or more")
     # A thumbnail is a search by that image.
-    page.goto(f"{live_server.url}/#view=duplicates&threshold=1e9")
+    page.goto(f"{live_server.url}/#view=duplicates&threshold=1e9&check=none")
     target = page.locator("#duplicate-groups .thumb").nth(3)
     href = target.get_attribute("href")
     target.click()
@@ -225,7 +237,7 @@ def test_what_the_model_sees_beside_results_and_the_query(page, live_server):
     assert page.problems == []
 
 
-@pytest.mark.parametrize("view", ["duplicates&threshold=1e9", "outliers", "map"])
+@pytest.mark.parametrize("view", ["duplicates&threshold=1e9&check=none", "outliers", "map"])
 def test_every_view_fits_a_phone(browser, live_server, view):
     context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
                                   has_touch=True)

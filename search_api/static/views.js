@@ -90,38 +90,60 @@ window.LookalikeViews = (() => {
     }
   }
 
+  /** The duplicates view's hash for a threshold ("" for the suggested one) and the codes-only choice. */
+  function duplicatesHash(threshold, codesOnly) {
+    const parts = ["#view=duplicates"];
+    if (threshold !== "") parts.push(`threshold=${encodeURIComponent(threshold)}`);
+    if (codesOnly) parts.push("check=none");
+    return parts.join("&");
+  }
+
   async function loadDuplicates() {
     const wanted = params().get("threshold") || "";
+    const codesOnly = params().get("check") === "none";
     $("threshold").value = wanted;
-    if (loaded.get("duplicates") === wanted) return;
+    $("codes-only").checked = codesOnly;
+    const key = `${wanted}|${codesOnly}`;
+    if (loaded.get("duplicates") === key) return;
     const list = $("duplicate-groups");
     list.replaceChildren();
-    const body = await loadView("duplicates", wanted, "Grouping near-duplicates…",
-      `/api/duplicates?threshold=${encodeURIComponent(wanted || "auto")}&limit=200`);
+    const body = await loadView("duplicates", key,
+      codesOnly ? "Grouping look-alikes…" : "Finding edited copies: comparing candidate pairs pixel by pixel…",
+      `/api/duplicates?threshold=${encodeURIComponent(wanted || "auto")}&check=${codesOnly ? "none" : "pixels"}` +
+      "&limit=200");
     if (!body) return;
     const where = `code distance ${Number(body.threshold.toPrecision(3))} (closer than ` +
       `${body.threshold_percentile}% of nearest-neighbour pairs; suggested ${Number(body.suggested_threshold.toPrecision(3))})`;
+    const how = body.check === "pixels"
+      ? ` — copies confirmed pixel by pixel among ${numbers.format(body.pairs_checked)} candidate pairs` +
+        (body.unreadable ? ` (${numbers.format(body.unreadable)} files could not be read)` : "")
+      : " — by code distance alone, look-alikes included";
     if (body.images < 2) {
       status("duplicates", "The collection needs at least two images to have duplicates.");
       return;
     }
     if (!body.groups.length) {
-      status("duplicates", `No near-duplicates at ${where}. Raise the distance to group looser copies.`);
+      status("duplicates", `No near-duplicates at ${where}${how}. Raise the distance to look further.`);
       return;
     }
     const shown = body.groups.length < body.groups_total ? `, the ${body.groups.length} largest shown` : "";
     const groupsWord = body.groups_total === 1 ? "group" : "groups";
     status("duplicates", `${numbers.format(body.groups_total)} ${groupsWord}, ${numbers.format(body.images_in_groups)} ` +
-      `images, at ${where}${shown}.`);
+      `images, at ${where}${how}${shown}.`);
     for (const [n, group] of body.groups.entries()) {
       const item = document.createElement("li");
       const heading = document.createElement("h3");
       heading.textContent = `Group ${n + 1}: ${group.members.length} images`;
       const row = document.createElement("div");
       row.className = "strip";
-      for (const m of group.members) {
-        const detail = m.distance === 0 ? "d 0" : `d ${Number(m.distance.toPrecision(3))}`;
-        row.append(thumb(m.id, m.path, detail, "distance to the group's first image"));
+      for (const [k, m] of group.members.entries()) {
+        let detail = m.distance === 0 ? "d 0" : `d ${Number(m.distance.toPrecision(3))}`;
+        let title = "code distance to the group's first image";
+        if (k > 0 && m.match !== undefined) {
+          detail += ` · match ${m.match.toFixed(3)}`;
+          title += "; match: how well its pixels line up with the first image's (1 = the same picture)";
+        }
+        row.append(thumb(m.id, m.path, detail, title));
       }
       item.append(heading, row);
       list.append(item);
@@ -136,11 +158,11 @@ window.LookalikeViews = (() => {
         error("duplicates", "The distance must be a number of 0 or more, or empty for the suggested one.");
         return;
       }
-      location.hash = raw === "" ? "#view=duplicates" : `#view=duplicates&threshold=${encodeURIComponent(raw)}`;
+      location.hash = duplicatesHash(raw, $("codes-only").checked);
     });
     $("threshold-auto").addEventListener("click", () => {
       $("threshold").value = "";
-      location.hash = "#view=duplicates";
+      location.hash = duplicatesHash("", $("codes-only").checked);
     });
   }
 
