@@ -188,7 +188,7 @@ def measure(seed: int, work: Path, share: float) -> dict:
     """Plant, build with the defaults, and measure the duplicate finder and the baseline for one seed."""
     from indexer.collection import Collection
     from indexer.explore import duplicates_report
-    from tests.support import run_cli
+    from indexer.__main__ import main as indexer
 
     folder, index = work / f"seed{seed}" / "images", work / f"seed{seed}" / "index"
     truth_file = work / f"seed{seed}" / "planted.json"
@@ -196,7 +196,8 @@ def measure(seed: int, work: Path, share: float) -> dict:
         shutil.rmtree(work / f"seed{seed}", ignore_errors=True)
         planted = plant_copies(DEMO, folder, share, seed)
         started = time.perf_counter()
-        run_cli("indexer", "build", str(folder), "--index", str(index), "-q")
+        if indexer(["build", str(folder), "--index", str(index), "-q"]) != 0:
+            raise RuntimeError(f"indexer build failed on {folder}")
         build_seconds = time.perf_counter() - started
         truth_file.write_text(json.dumps({"planted": [asdict(p) for p in planted], "build_seconds": build_seconds}))
     saved = json.loads(truth_file.read_text())

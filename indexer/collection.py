@@ -328,6 +328,7 @@ class Collection:
         with self._views_lock:  # one thread checks a generation's pairs; the others reuse its scores
             scores = self._pair_scores({i for pair in pairs for i in pair})
             started = time.perf_counter()
+            scores.measure(pairs)
             groups = checked_groups(pairs, scores, codes)
         log.info("pixel check of %d candidate pairs: %d groups in %.1f s", len(pairs), len(groups),
                  time.perf_counter() - started)

@@ -10,12 +10,17 @@ so its ranking is left as the codes made it: the check promotes copies without s
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 SKETCH_SIDE = 16  # sketch is SKETCH_SIDE x SKETCH_SIDE grey pixels
 SKETCH_BYTES = SKETCH_SIDE * SKETCH_SIDE
 SHORTLIST = 100  # candidates from the code search that the check looks at
 KEEP = 0.75  # share of a sketch's pixels, the best-matching ones, that the trimmed distance sums
+# Crop windows (start, end as shares of a side) the duplicate finder tries on sketches: whole, a tenth or a fifth
+# split between both ends, a tenth off one end or the other.
+SKETCH_WINDOWS = ((0.0, 1.0), (0.05, 0.95), (0.1, 0.9), (0.1, 1.0), (0.0, 0.9))
 RATIO = 0.5  # the best candidate is a copy when its trimmed distance is below RATIO x the runner-up's
 
 
@@ -40,12 +45,50 @@ def sketches(pixels: np.ndarray) -> np.ndarray:
 
 def trimmed_distances(query: np.ndarray, candidates: np.ndarray, keep: float = KEEP) -> np.ndarray:
     """(SKETCH_BYTES,) and (m, SKETCH_BYTES) uint8 sketches -> (m,) mean of the smallest `keep` squared differences."""
-    diff = candidates.astype(np.float32) - query.astype(np.float32)[None, :]  # (m, P)
-    # A brightened copy differs from its original by about one offset everywhere: take it out. The median is the
-    # offset of most pixels, so a box over a quarter of the picture does not move it.
-    diff = np.square(diff - np.median(diff, axis=1, keepdims=True)) / 255.0**2
-    kept = max(1, int(round(keep * diff.shape[1])))
-    return np.partition(diff, kept - 1, axis=1)[:, :kept].mean(axis=1)
+    # A brightened copy differs from its original by about one offset everywhere: _trimmed takes it out. The median
+    # is the offset of most pixels, so a box over a quarter of the picture does not move it.
+    return _trimmed(candidates.astype(np.float32) - query.astype(np.float32)[None, :], keep)  # (m,)
+
+
+@lru_cache(maxsize=1)
+def _window_matrices() -> np.ndarray:
+    """(W, SIDE, SIDE) area weights taking a crop window of a sketch back to SIDE pixels per axis (SKETCH_WINDOWS)."""
+    out = []
+    for lo, hi in SKETCH_WINDOWS:
+        edges = np.linspace(lo * SKETCH_SIDE, hi * SKETCH_SIDE, SKETCH_SIDE + 1)
+        start, stop = edges[:-1, None], edges[1:, None]
+        left = np.arange(SKETCH_SIDE)[None, :]
+        overlap = np.clip(np.minimum(stop, left + 1) - np.maximum(start, left), 0.0, None)
+        out.append(overlap / overlap.sum(axis=1, keepdims=True))
+    return np.stack(out).astype(np.float32)
+
+
+def cropped_sketches(sketch_rows: np.ndarray) -> np.ndarray:
+    """(m, SKETCH_BYTES) sketches -> (m, V, SKETCH_BYTES) float32: each as it would look cropped by up to a fifth of
+    its sides (every pair of row and column windows of SKETCH_WINDOWS), resized back."""
+    grid = sketch_rows.reshape(-1, SKETCH_SIDE, SKETCH_SIDE).astype(np.float32)
+    w = _window_matrices()  # (W, SIDE, SIDE)
+    views = np.einsum("ais,mst,bjt->mabij", w, grid, w, optimize=True)  # (m, W, W, SIDE, SIDE)
+    return views.reshape(len(grid), len(w) ** 2, SKETCH_BYTES)
+
+
+def crop_tolerant_distances(query: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """(SKETCH_BYTES,) and (m, SKETCH_BYTES) sketches -> (m,) the smallest trimmed distance between either one and
+    a crop of the other: a copy cropped by a tenth of each side still lines up with its original."""
+    query_views = cropped_sketches(query[None])[0]  # (V, P)
+    candidate_views = cropped_sketches(candidates)  # (m, V, P)
+    forward = _trimmed(query_views[None, :, :] - candidates.astype(np.float32)[:, None, :])  # (m, V)
+    backward = _trimmed(candidate_views - query.astype(np.float32)[None, None, :])  # (m, V)
+    return np.minimum(forward.min(axis=1), backward.min(axis=1))
+
+
+def _trimmed(diff: np.ndarray, keep: float = KEEP) -> np.ndarray:
+    """(..., P) pixel differences -> (...) mean of the smallest `keep` share of squared, offset-free differences."""
+    middle = diff.shape[-1] // 2  # the median by one partial sort: np.median costs several times more
+    offset = np.partition(diff, middle, axis=-1)[..., middle : middle + 1]
+    diff = np.square(diff - offset) / 255.0**2
+    kept = max(1, int(round(keep * diff.shape[-1])))
+    return np.partition(diff, kept - 1, axis=-1)[..., :kept].mean(axis=-1)
 
 
 def find_copy(query: np.ndarray, candidates: np.ndarray, ratio: float = RATIO) -> int | None:

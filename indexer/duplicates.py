@@ -6,8 +6,8 @@ Two stages, so that a large collection never compares all pairs and a copy is ne
    A neighbour is a candidate when its code lies within the code limit (`--threshold`; suggested from how far the
    codes of edited copies of the collection's own images stray: their 99th percentile), and its stored 16x16
    sketch (indexer.copies) is far closer than the image's ordinary neighbours' sketches are (a ratio test against
-   the RATIO_RANK-th closest sketch among its neighbours: a copy stands out, a look-alike does not; the test is
-   looser for two images that are each other's nearest code, as an original and its copy usually are).
+   the RATIO_RANK-th closest sketch among its neighbours, each sketch compared over small crops of either one: a
+   copy stands out, a look-alike does not; the test is looser for an image's nearest code, where a copy usually is).
 2. **The pixel check** (indexer.pixelcheck) decodes both images of each candidate pair again and compares their
    aligned detail; a pair is a copy when the score reaches MATCH_THRESHOLD. Byte-identical files need no check.
    Codes and sketches alone cannot make this call: two studio photos of one motorbike model are as close in code
@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from indexer.copies import trimmed_distances
+from indexer.copies import crop_tolerant_distances
 from indexer.neighbours import NeighbourGraph
 
 # Mild edits, the kind a near-duplicate has (encoder.augment.EditStrengths fields); stronger ones make a variant.
-COPY_EDITS = dict(crop=0.5, crop_min=0.85, flip=0.0, colour=0.5, brightness=0.15, contrast=0.15, saturation=0.15,
+COPY_EDITS = dict(crop=0.5, crop_min=0.8, flip=0.0, colour=0.5, brightness=0.15, contrast=0.15, saturation=0.15,
                   grey=0.0, resize=0.5, resize_min=0.5, jpeg=0.5, jpeg_quality=(40, 90), occlusion=0.25,
                   occlusion_max=0.3, noise=0.2, noise_max=0.03)
 COPY_SAMPLE = 256  # images whose edited copies are measured
@@ -46,7 +46,7 @@ CHECKS = ("pixels", "none")  # how candidate pairs are confirmed: the pixel chec
 COPY_REACH = 0.99  # the suggested code limit of the pixel-checked mode: this quantile of measured copies' distances
 RATIO_RANK = 4  # a candidate's sketch distance is compared with the 4th closest among the image's neighbours ...
 RATIO = 0.5  # ... and must be below this share of it (so up to three copies of one image all pass) ...
-MUTUAL_RATIO = 0.8  # ... or below this share when each is the other's nearest code (a crop moves a sketch more)
+NEAREST_RATIO = 0.7  # ... or below this share for the image's nearest code (where a copy usually is)
 MATCH_THRESHOLD = 0.95  # pixel-check score (indexer.pixelcheck) from which a pair is an edited copy
 
 
@@ -167,11 +167,10 @@ def candidate_pairs(graph: NeighbourGraph, sketches_by_id: dict[int, np.ndarray]
         if mine is None or len(known) < 2:
             chosen = graph.neighbours[row][near].tolist()
         else:
-            distances = dict(zip(known, trimmed_distances(mine, np.stack([sketches_by_id[j] for j in known]))))
+            distances = dict(zip(known, crop_tolerant_distances(mine, np.stack([sketches_by_id[j] for j in known]))))
             reference = np.sort(list(distances.values()))[min(RATIO_RANK, len(distances)) - 1]
             chosen = [j for j in graph.neighbours[row][near].tolist() if j not in distances
-                      or distances[j] < (MUTUAL_RATIO if nearest[own] == j and nearest.get(j) == own else RATIO)
-                      * reference]
+                      or distances[j] < (NEAREST_RATIO if nearest[own] == j else RATIO) * reference]
         pairs.update((min(own, j), max(own, j)) for j in chosen)
     return pairs
 

@@ -12,7 +12,9 @@ the more their details differ.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,7 +31,7 @@ REFINEMENTS = 3  # searches around the best window at CHECK_SIDE, each with half
 LOW_DETAIL = 64  # an image smaller than this on its smaller side holds too little detail for the check at
 # SOURCE_SIDE, so its pair is compared at its own detail (above it, matching the detail costs copies more than the
 # missing detail does: a 91-pixel copy of a photo scores 0.958 as it is, 0.950 brought to the same detail)
-DECODED_KEPT = 2048  # decoded images kept while checking pairs (64 KB each)
+BLOCK_PAIRS = 1024  # pairs checked together: their images are decoded once and then dropped (64 KB each)
 BAND = (0.7, 3.0)  # Gaussian sigmas, in CHECK_SIDE pixels, of the band-pass: edges, not shading (scaled per side)
 
 
@@ -148,45 +150,51 @@ class PairScores:
     """Pixel-check scores of image pairs, each measured once: byte-identical files score 1.0 unchecked, and a pair
     with a file that cannot be read (moved, changed, removed since it was indexed) scores None."""
 
-    def __init__(self, files: dict[int, Path], digests: dict[int, str], keep_decoded: int = DECODED_KEPT):
+    def __init__(self, files: dict[int, Path], digests: dict[int, str], workers: int = 0):
         self.files, self.digests = files, digests
+        self.workers = workers or os.cpu_count() or 1
         self.scores: dict[tuple[int, int], float | None] = {}
         self.unreadable: set[int] = set()
-        self._decoded: OrderedDict[int, tuple[np.ndarray, int]] = OrderedDict()
-        self._keep = keep_decoded
 
     def __call__(self, a: int, b: int) -> float | None:
         key = (min(a, b), max(a, b))
         if key not in self.scores:
-            self.scores[key] = self._measure(*key)
+            self.measure([key])
         return self.scores[key]
 
-    def _measure(self, a: int, b: int) -> float | None:
-        if self.digests.get(a) is not None and self.digests.get(a) == self.digests.get(b):
+    def measure(self, pairs: Iterable[tuple[int, int]]) -> None:
+        """Score every pair not scored yet, a block of pairs at a time (each block's images decoded once), on
+        `workers` threads: decoding and the check's array work release the GIL."""
+        todo = sorted({(min(a, b), max(a, b)) for a, b in pairs} - self.scores.keys())
+        with ThreadPoolExecutor(self.workers) as pool:
+            for start in range(0, len(todo), BLOCK_PAIRS):
+                block = todo[start : start + BLOCK_PAIRS]
+                needed = sorted({i for pair in block if not self._identical(*pair) for i in pair})
+                decoded = dict(zip(needed, pool.map(self._load, needed)))
+                self.scores.update(zip(block, pool.map(lambda pair: self._score(pair, decoded), block)))
+
+    def _identical(self, a: int, b: int) -> bool:
+        return self.digests.get(a) is not None and self.digests.get(a) == self.digests.get(b)
+
+    def _score(self, pair: tuple[int, int], decoded: dict[int, tuple[np.ndarray, int] | None]) -> float | None:
+        if self._identical(*pair):
             return 1.0
-        first, second = self._grey(a), self._grey(b)
+        first, second = decoded[pair[0]], decoded[pair[1]]
         if first is None or second is None:
             return None
         return match_score(first[0], second[0], (first[1], second[1]))
 
-    def _grey(self, image_id: int) -> tuple[np.ndarray, int] | None:
-        """The image decoded for the check, kept while recently used (pairs come sorted, so each is decoded about
-        once); None when its file cannot be read."""
+    def _load(self, image_id: int) -> tuple[np.ndarray, int] | None:
+        """An image decoded for the check (grey, smaller side), or None when its file cannot be read."""
         from encoder.preprocess import ImageError
 
-        if image_id in self._decoded:
-            self._decoded.move_to_end(image_id)
-            return self._decoded[image_id]
-        if image_id in self.unreadable or image_id not in self.files:
+        path = self.files.get(image_id)
+        if path is None or image_id in self.unreadable:
             self.unreadable.add(image_id)
             return None
         try:
-            grey = load_grey(self.files[image_id])
+            return load_grey(path)
         except (ImageError, OSError) as why:
-            log.warning("cannot check %s for copies: %s", self.files[image_id], why)
+            log.warning("cannot check %s for copies: %s", path, why)
             self.unreadable.add(image_id)
             return None
-        self._decoded[image_id] = grey
-        if len(self._decoded) > self._keep:
-            self._decoded.popitem(last=False)
-        return grey

@@ -66,7 +66,8 @@ def test_different_photos_of_the_same_thing_do_not_match(pair):
     assert match_score(a, b) < MATCH_THRESHOLD
 
 
-def test_pair_scores_trust_identical_bytes_report_unreadable_files_and_keep_few_decoded(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_pair_scores_trust_identical_bytes_and_report_unreadable_files(tmp_path, workers):
     photo = PHOTOS / "llama" / "image_0004.jpg"
     shutil.copy(photo, tmp_path / "a.jpg")
     shutil.copy(photo, tmp_path / "same.jpg")
@@ -76,13 +77,14 @@ def test_pair_scores_trust_identical_bytes_report_unreadable_files_and_keep_few_
     files = {i: tmp_path / name for i, name in enumerate(["a.jpg", "same.jpg", "copy.jpg", "other.jpg", "broken.jpg"])}
     files[5] = tmp_path / "gone.jpg"  # removed since it was indexed
     digests = {0: "x", 1: "x", 2: "y", 3: "z", 4: "w", 5: "v"}
-    scores = PairScores(files, digests, keep_decoded=2)
+    scores = PairScores(files, digests, workers=workers)
     (tmp_path / "same.jpg").unlink()  # identical bytes need no decoding, so even a vanished twin is known
+    scores.measure([(2, 0), (0, 3), (4, 0)])
+    assert scores.scores.keys() == {(0, 2), (0, 3), (0, 4)}
     assert scores(1, 0) == 1.0
     assert scores(0, 2) >= MATCH_THRESHOLD and scores(2, 0) == scores(0, 2)
     assert scores(0, 3) < MATCH_THRESHOLD
     assert scores(0, 4) is None and scores(3, 5) is None and scores.unreadable == {4, 5}
-    assert len(scores._decoded) == 2  # only the most recently used stay decoded
 
 
 def graph_of(neighbours: dict[int, list[tuple[int, float]]]) -> NeighbourGraph:
