@@ -186,9 +186,9 @@ def phash_groups(folder: Path, paths: list[str], planted: list[Planted],
 
 def measure(seed: int, work: Path, share: float) -> dict:
     """Plant, build with the defaults, and measure the duplicate finder and the baseline for one seed."""
+    from indexer.__main__ import main as indexer
     from indexer.collection import Collection
     from indexer.explore import duplicates_report
-    from indexer.__main__ import main as indexer
 
     folder, index = work / f"seed{seed}" / "images", work / f"seed{seed}" / "index"
     truth_file = work / f"seed{seed}" / "planted.json"
@@ -226,6 +226,45 @@ def measure(seed: int, work: Path, share: float) -> dict:
     return row
 
 
+def cost(index: Path) -> dict:
+    """Where the default's time goes on one collection, and what that makes of 100,000 and 1,000,000 images: the
+    pixel check grows with the candidate pairs (about a quarter of a pair per image here), the rest with n or
+    less (benchmarks/duplicates.py measures the neighbour graph at those sizes)."""
+    from indexer.collection import Collection
+    from indexer.duplicates import candidate_pairs, code_limit
+    from indexer.pixelcheck import PairScores
+
+    collection = Collection.open(index)
+    try:
+        timings: dict = {}
+        started = time.perf_counter()
+        graph, _ = collection.graph()
+        timings["graph_seconds"] = time.perf_counter() - started
+        started = time.perf_counter()
+        copies = collection.copy_distances()
+        timings["copy_distances_seconds"] = time.perf_counter() - started
+        with collection._lock:
+            sketches = collection._catalog.sketches(graph.ids.tolist())
+        started = time.perf_counter()
+        pairs = sorted(candidate_pairs(graph, sketches, code_limit(graph.nearest, copies)))
+        timings["candidates_seconds"] = time.perf_counter() - started
+        files = collection._pair_scores({i for pair in pairs for i in pair})
+        scores = PairScores(files.files, files.digests)  # afresh: nothing measured before is reused
+        started = time.perf_counter()
+        scores.measure(pairs)
+        timings["pixel_check_seconds"] = time.perf_counter() - started
+    finally:
+        collection.close()
+    n = len(graph.ids)
+    per_image = len(pairs) / n
+    per_pair = timings["pixel_check_seconds"] / max(1, len(pairs))
+    per_row = timings["candidates_seconds"] / n
+    return {"images": n, "pairs": len(pairs), "pairs_per_image": round(per_image, 3),
+            "pairs_per_second": round(1 / per_pair, 1), **{k: round(v, 2) for k, v in timings.items()},
+            "estimate_seconds": {str(size): round(size * (per_image * per_pair + per_row))
+                                 for size in (100_000, 1_000_000)}}
+
+
 def table(rows: list[dict]) -> str:
     """The results as a Markdown table."""
     lines = ["| Seed | Images | Method | Planted pairs found | Groups | False groups | Seconds |",
@@ -236,8 +275,8 @@ def table(rows: list[dict]) -> str:
         for method, name in names.items():
             r = row[method]
             extra = f" (≤ {r['hamming']} bits)" if method == "phash" else ""
-            lines.append(f"| {row['seed']} | {row['images']:,} | {name}{extra} | "
-                         f"{round(r['recall'] * row['planted'])}/{row['planted']} ({r['recall']:.1%}) | {r['groups']} | "
+            found = f"{round(r['recall'] * row['planted'])}/{row['planted']} ({r['recall']:.1%})"
+            lines.append(f"| {row['seed']} | {row['images']:,} | {name}{extra} | {found} | {r['groups']} | "
                          f"{len(r['false_groups'])} ({r['false_share']:.1%}) | {r['seconds']} |")
     return "\n".join(lines)
 
@@ -249,10 +288,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/lookalike-planted"), help="kept between runs")
     args = parser.parse_args(argv)
     rows = [measure(seed, args.work, args.share) for seed in args.seeds]
+    spent = cost(args.work / f"seed{args.seeds[0]}" / "index")
+    text = table(rows) + "\n\n" + (
+        f"Seed {args.seeds[0]}, the default's parts: neighbour graph {spent['graph_seconds']} s, edited copies' codes "
+        f"{spent['copy_distances_seconds']} s, candidates {spent['candidates_seconds']} s, pixel check "
+        f"{spent['pixel_check_seconds']} s ({spent['pairs']} pairs, {spent['pairs_per_image']} an image, "
+        f"{spent['pairs_per_second']} pairs/s). Candidates and pixel check at the same rates: "
+        f"{spent['estimate_seconds']['100000']:,} s for 100,000 images, "
+        f"{spent['estimate_seconds']['1000000']:,} s for 1,000,000.")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "planted.json").write_text(json.dumps(rows, indent=2))
-    (RESULTS / "planted.md").write_text(table(rows) + "\n")
-    print(table(rows))
+    (RESULTS / "planted.json").write_text(json.dumps({"seeds": rows, "cost": spent}, indent=2))
+    (RESULTS / "planted.md").write_text(text + "\n")
+    print(text)
     return 0
 
 

@@ -15,8 +15,16 @@ import numpy as np
 from encoder.store import ModelError, read_info
 from indexer.catalog import Catalog
 from indexer.copies import SHORTLIST, copy_first, sketches
-from indexer.duplicates import (COPY_EDITS, COPY_SAMPLE, Duplicates, candidate_pairs, checked_groups, code_limit,
-                                duplicate_groups, suggest_threshold)
+from indexer.duplicates import (
+    COPY_EDITS,
+    COPY_SAMPLE,
+    Duplicates,
+    candidate_pairs,
+    checked_groups,
+    code_limit,
+    duplicate_groups,
+    suggest_threshold,
+)
 from indexer.live import LiveVectors
 from indexer.lock import CollectionBusy, exclusive
 from indexer.neighbours import NeighbourGraph, collection_graph, distance_quantiles, neighbour_graph

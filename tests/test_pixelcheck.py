@@ -66,8 +66,7 @@ def test_different_photos_of_the_same_thing_do_not_match(pair):
     assert match_score(a, b) < MATCH_THRESHOLD
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_pair_scores_trust_identical_bytes_and_report_unreadable_files(tmp_path, workers):
+def test_pair_scores_trust_identical_bytes_and_report_unreadable_files(tmp_path):
     photo = PHOTOS / "llama" / "image_0004.jpg"
     shutil.copy(photo, tmp_path / "a.jpg")
     shutil.copy(photo, tmp_path / "same.jpg")
@@ -77,7 +76,7 @@ def test_pair_scores_trust_identical_bytes_and_report_unreadable_files(tmp_path,
     files = {i: tmp_path / name for i, name in enumerate(["a.jpg", "same.jpg", "copy.jpg", "other.jpg", "broken.jpg"])}
     files[5] = tmp_path / "gone.jpg"  # removed since it was indexed
     digests = {0: "x", 1: "x", 2: "y", 3: "z", 4: "w", 5: "v"}
-    scores = PairScores(files, digests, workers=workers)
+    scores = PairScores(files, digests)
     (tmp_path / "same.jpg").unlink()  # identical bytes need no decoding, so even a vanished twin is known
     scores.measure([(2, 0), (0, 3), (4, 0)])
     assert scores.scores.keys() == {(0, 2), (0, 3), (0, 4)}

@@ -137,13 +137,15 @@ window.LookalikeViews = (() => {
       const row = document.createElement("div");
       row.className = "strip";
       for (const [k, m] of group.members.entries()) {
-        let detail = m.distance === 0 ? "d 0" : `d ${Number(m.distance.toPrecision(3))}`;
-        let title = "code distance to the group's first image";
+        const distance = m.distance === 0 ? "d 0" : `d ${Number(m.distance.toPrecision(3))}`;
         if (k > 0 && m.match !== undefined) {
-          detail += ` · match ${m.match.toFixed(3)}`;
-          title += "; match: how well its pixels line up with the first image's (1 = the same picture)";
+          // The match says why it is grouped: first, so that a narrow caption keeps it.
+          row.append(thumb(m.id, m.path, `match ${m.match.toFixed(3)}`,
+            `pixels match the group's first image at ${m.match.toFixed(3)} (1 = the same picture); ` +
+            `code distance ${distance.slice(2)}`));
+        } else {
+          row.append(thumb(m.id, m.path, distance, "code distance to the group's first image"));
         }
-        row.append(thumb(m.id, m.path, detail, title));
       }
       item.append(heading, row);
       list.append(item);
