@@ -1,6 +1,6 @@
 """Edited copies planted in a copy of a photo folder: the ground truth of the near-duplicate test and benchmark.
 
-    python benchmarks/planted.py [--seeds 0 1 2] [--work DIR]   # ~2.5 min a seed on 2 cores
+    python benchmarks/planted.py [--seeds 0 1 2] [--work DIR]   # ~3 min a seed on 2 cores
 
 For each seed: plants copies of 5% of the demo photos (`data/images`), builds the collection with the defaults,
 and measures `indexer duplicates` at its suggested threshold (pixel check, and codes alone) beside the perceptual

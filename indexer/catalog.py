@@ -233,6 +233,11 @@ class Catalog:
                 found[image_id] = np.frombuffer(blob, dtype=np.uint8)
         return found
 
+    def identical_files(self) -> list[list[int]]:
+        """Ids of the images whose files have the same sha256, a list per content (ascending ids), when two or more."""
+        rows = self.conn.execute("SELECT group_concat(id) FROM images GROUP BY sha256 HAVING COUNT(*) > 1")
+        return [sorted(int(i) for i in ids.split(",")) for (ids,) in rows]
+
     def records(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
         """id -> ImageRecord for the ids that exist."""
         ids = [int(i) for i in ids]

@@ -18,11 +18,13 @@ from indexer.copies import SHORTLIST, copy_first, sketches
 from indexer.duplicates import (
     COPY_EDITS,
     COPY_SAMPLE,
+    DEFAULT_CHECK,
     Duplicates,
     candidate_pairs,
     checked_groups,
     code_limit,
     duplicate_groups,
+    parse_check,
     suggest_threshold,
 )
 from indexer.live import LiveVectors
@@ -147,6 +149,8 @@ class Collection:
     # Views of the whole collection (neighbour graph, map), each computed once per catalogue generation.
     _views: dict = field(default_factory=dict, repr=False)
     _views_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # The duplicates' pixel check (minutes on a large collection) has its own lock, so that it holds up no other view.
+    _pixels_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike, save_stale: bool = False) -> Collection:
@@ -319,9 +323,10 @@ class Collection:
         original = self.encoder.encode(clean)  # (m, code_size)
         return np.concatenate([np.linalg.norm(self.encoder.encode(v) - original, axis=1) for v in views])
 
-    def duplicates(self, threshold: float | None = None, check: str = "pixels") -> Duplicates:
+    def duplicates(self, threshold: float | None = None, check: str = DEFAULT_CHECK) -> Duplicates:
         """Groups of near-duplicates, largest first, at code distance `threshold` (None: the suggested one),
         confirmed by the pixel check or (check "none") by the codes alone; see indexer.duplicates."""
+        check = parse_check(check)
         graph, codes = self.graph()
         copies = self.copy_distances()
         if check == "none":
@@ -330,18 +335,32 @@ class Collection:
             return Duplicates(duplicate_groups(graph, codes, used), used, suggested, check)
         suggested = code_limit(graph.nearest, copies)
         used = suggested if threshold is None else float(threshold)
-        with self._lock:
-            sketches_by_id = self._catalog.sketches(graph.ids.tolist())
-        pairs = sorted(candidate_pairs(graph, sketches_by_id, used))
-        with self._views_lock:  # one thread checks a generation's pairs; the others reuse its scores
-            scores = self._pair_scores({i for pair in pairs for i in pair})
+        with self._pixels_lock:  # one thread checks a generation's pairs; the others wait and reuse its scores
+            pairs = [(a, b) for a, b in self._candidates(graph, used) if a in codes and b in codes]
+            involved = {i for pair in pairs for i in pair}
+            scores = self._pair_scores(involved)
             started = time.perf_counter()
             scores.measure(pairs)
             groups = checked_groups(pairs, scores, codes)
+            unreadable = len(scores.unreadable & involved)
         log.info("pixel check of %d candidate pairs: %d groups in %.1f s", len(pairs), len(groups),
                  time.perf_counter() - started)
-        return Duplicates(groups, used, suggested, check, len(pairs),
-                          len(scores.unreadable & {i for pair in pairs for i in pair}))
+        return Duplicates(groups, used, suggested, check, len(pairs), unreadable)
+
+    def _candidates(self, graph: NeighbourGraph, limit: float) -> list[tuple[int, int]]:
+        """The pairs worth a pixel check at code distance `limit` (indexer.duplicates.candidate_pairs, and files with
+        the same content); the last limit's are kept for the generation."""
+        generation = self.generation()
+        cached = self._views.get("candidates")
+        if cached is None or cached[:2] != (generation, limit):
+            with self._lock:
+                sketches_by_id = self._catalog.sketches(graph.ids.tolist())
+                identical = self._catalog.identical_files()
+            pairs = candidate_pairs(graph, sketches_by_id, limit)
+            pairs.update((same[0], other) for same in identical for other in same[1:])
+            cached = (generation, limit, sorted(pairs))
+            self._views["candidates"] = cached
+        return cached[2]
 
     def _pair_scores(self, ids: set[int]) -> PairScores:
         """The generation's pixel-check scores (indexer.pixelcheck), able to check pairs among `ids`."""
@@ -351,9 +370,11 @@ class Collection:
             cached = (generation, PairScores({}, {}))
             self._views["pixels"] = cached
         scores = cached[1]
-        wanted = [i for i in ids if i not in scores.files and i not in scores.unreadable]
+        wanted = [i for i in ids if i not in scores.digests]
         if wanted:
             root = self.images_root
+            if root is None:
+                log.warning("the catalogue records no image folder: the pixel check can read no file")
             with self._lock:
                 records = self._catalog.records(wanted)
             for i, record in records.items():

@@ -14,6 +14,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from indexer.resample import area_weights
+
 SKETCH_SIDE = 16  # sketch is SKETCH_SIDE x SKETCH_SIDE grey pixels
 SKETCH_BYTES = SKETCH_SIDE * SKETCH_SIDE
 SHORTLIST = 100  # candidates from the code search that the check looks at
@@ -24,21 +26,12 @@ SKETCH_WINDOWS = ((0.0, 1.0), (0.05, 0.95), (0.1, 0.9), (0.1, 1.0), (0.0, 0.9))
 RATIO = 0.5  # the best candidate is a copy when its trimmed distance is below RATIO x the runner-up's
 
 
-def _area_matrix(side: int, out: int = SKETCH_SIDE) -> np.ndarray:
-    """(out, side) weights averaging `side` pixels into `out` by area, for any two sizes."""
-    edges = np.linspace(0.0, side, out + 1)
-    lo, hi = edges[:-1, None], edges[1:, None]  # (out, 1) span of each output pixel
-    left = np.arange(side)[None, :]  # (1, side) input pixel [left, left + 1)
-    overlap = np.clip(np.minimum(hi, left + 1) - np.maximum(lo, left), 0.0, None)  # (out, side)
-    return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
 def sketches(pixels: np.ndarray) -> np.ndarray:
     """(n, S, S, C) uint8 model-input pixels -> (n, SKETCH_BYTES) uint8 grey sketches, area-averaged."""
     if pixels.ndim != 4:
         raise ValueError(f"expected (n, S, S, C) pixels, got {pixels.shape}")
     grey = pixels.astype(np.float32).mean(axis=3)  # (n, S, S)
-    rows, cols = _area_matrix(pixels.shape[1]), _area_matrix(pixels.shape[2])
+    rows, cols = area_weights(pixels.shape[1], SKETCH_SIDE), area_weights(pixels.shape[2], SKETCH_SIDE)
     small = np.einsum("is,nst,jt->nij", rows, grey, cols)  # (n, SIDE, SIDE)
     return np.clip(np.round(small), 0, 255).astype(np.uint8).reshape(len(pixels), SKETCH_BYTES)
 
@@ -53,14 +46,7 @@ def trimmed_distances(query: np.ndarray, candidates: np.ndarray, keep: float = K
 @lru_cache(maxsize=1)
 def _window_matrices() -> np.ndarray:
     """(W, SIDE, SIDE) area weights taking a crop window of a sketch back to SIDE pixels per axis (SKETCH_WINDOWS)."""
-    out = []
-    for lo, hi in SKETCH_WINDOWS:
-        edges = np.linspace(lo * SKETCH_SIDE, hi * SKETCH_SIDE, SKETCH_SIDE + 1)
-        start, stop = edges[:-1, None], edges[1:, None]
-        left = np.arange(SKETCH_SIDE)[None, :]
-        overlap = np.clip(np.minimum(stop, left + 1) - np.maximum(start, left), 0.0, None)
-        out.append(overlap / overlap.sum(axis=1, keepdims=True))
-    return np.stack(out).astype(np.float32)
+    return np.stack([area_weights(SKETCH_SIDE, SKETCH_SIDE, lo, hi) for lo, hi in SKETCH_WINDOWS])
 
 
 def cropped_sketches(sketch_rows: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ Two stages, so that a large collection never compares all pairs and a copy is ne
    sketch (indexer.copies) is far closer than the image's ordinary neighbours' sketches are (a ratio test against
    the RATIO_RANK-th closest sketch among its neighbours, each sketch compared over small crops of either one: a
    copy stands out, a look-alike does not; the test is looser for an image's nearest code, where a copy usually is).
+   Files catalogued with the same sha256 are candidates whatever their neighbours.
 2. **The pixel check** (indexer.pixelcheck) decodes both images of each candidate pair again and compares their
    aligned detail; a pair is a copy when the score reaches MATCH_THRESHOLD. Byte-identical files need no check.
    Codes and sketches alone cannot make this call: two studio photos of one motorbike model are as close in code
@@ -42,11 +43,12 @@ FLOOR_SHARE = 0.05  # without a gap: group pairs closer than this share of the m
 LOW_TAIL = 0.5  # the gap is looked for among nearest-neighbour distances below this share of the median ...
 MIN_GAP = np.log(2.0)  # ... must span at least a factor of two ...
 GAP_BELOW = 0.25  # ... and have below it only distances under this share of the median
-CHECKS = ("pixels", "none")  # how candidate pairs are confirmed: the pixel check, or not at all (codes only)
+CHECKS = ("pixels", "none")  # how candidate pairs are confirmed: the pixel check, or not at all (codes only) ...
+DEFAULT_CHECK = CHECKS[0]  # ... the pixel check unless asked otherwise
 COPY_REACH = 0.99  # the suggested code limit of the pixel-checked mode: this quantile of measured copies' distances
-RATIO_RANK = 4  # a candidate's sketch distance is compared with the 4th closest among the image's neighbours ...
-RATIO = 0.5  # ... and must be below this share of it (so up to three copies of one image all pass) ...
-NEAREST_RATIO = 0.7  # ... or below this share for the image's nearest code (where a copy usually is)
+RATIO_RANK = 6  # a candidate's sketch distance is compared with the 6th closest among the image's neighbours ...
+CANDIDATE_RATIO = 0.35  # ... and must be below this share of it (so up to five copies of one image all pass) ...
+NEAREST_RATIO = 0.55  # ... or below this share for the image's nearest code (where a copy usually is)
 MATCH_THRESHOLD = 0.95  # pixel-check score (indexer.pixelcheck) from which a pair is an edited copy
 
 
@@ -118,30 +120,23 @@ def suggest_threshold(nearest: np.ndarray, copy_distances: np.ndarray | None = N
 
 
 def duplicate_groups(graph: NeighbourGraph, codes_by_id: dict[int, np.ndarray], threshold: float) -> list[Group]:
-    """Connected components of the graph's edges shorter than or equal to `threshold`, largest group first."""
+    """Connected components of the graph's edges shorter than or equal to `threshold`, cut into stars (every member
+    within the threshold of the group's first image), largest group first."""
     rows, cols = np.nonzero((graph.distances <= threshold) & (graph.neighbours >= 0))
     edges = zip(graph.ids[rows].tolist(), graph.neighbours[rows, cols].tolist())
-    groups = []
-    for ids in _components(edges):
-        rest = sorted(set(ids))
-        while len(rest) >= 2:  # a star around the lowest id; what is out of its reach starts over
-            first = codes_by_id[rest[0]]
-            distances = [float(np.linalg.norm(codes_by_id[i] - first)) for i in rest]
-            near = [(i, d) for i, d in zip(rest, distances) if d <= threshold]
-            if len(near) >= 2:
-                groups.append(Group(near))
-            rest = [i for i, d in zip(rest, distances) if d > threshold] if len(near) >= 2 else rest[1:]
-    groups.sort(key=lambda g: (-len(g.members), g.spread, g.members[0][0]))
-    return groups
+
+    def distance(a: int, b: int) -> float:
+        return float(np.linalg.norm(codes_by_id[a] - codes_by_id[b]))
+
+    stars = (star for ids in _components(edges) for star in _stars(ids, lambda a, b: distance(a, b) <= threshold))
+    return _largest_first([Group([(first, 0.0)] + [(i, distance(first, i)) for i in near]) for first, near in stars])
 
 
 def parse_check(raw: str) -> str:
-    """'pixels' (also '' for the default) or 'none'; raises ValueError otherwise."""
-    if raw in ("", "pixels"):
-        return "pixels"
-    if raw == "none":
-        return "none"
-    raise ValueError("expected 'pixels' or 'none'")
+    """One of CHECKS ('' for DEFAULT_CHECK); raises ValueError otherwise."""
+    if raw in ("", *CHECKS):
+        return raw or DEFAULT_CHECK
+    raise ValueError(f"expected {' or '.join(repr(c) for c in CHECKS)}")
 
 
 def code_limit(nearest: np.ndarray, copy_distances: np.ndarray | None) -> float:
@@ -170,7 +165,7 @@ def candidate_pairs(graph: NeighbourGraph, sketches_by_id: dict[int, np.ndarray]
             distances = dict(zip(known, crop_tolerant_distances(mine, np.stack([sketches_by_id[j] for j in known]))))
             reference = np.sort(list(distances.values()))[min(RATIO_RANK, len(distances)) - 1]
             chosen = [j for j in graph.neighbours[row][near].tolist() if j not in distances
-                      or distances[j] < (NEAREST_RATIO if nearest[own] == j else RATIO) * reference]
+                      or distances[j] < (NEAREST_RATIO if nearest[own] == j else CANDIDATE_RATIO) * reference]
         pairs.update((min(own, j), max(own, j)) for j in chosen)
     return pairs
 
@@ -179,21 +174,36 @@ def checked_groups(pairs: Iterable[tuple[int, int]], score: Callable[[int, int],
                    codes_by_id: dict[int, np.ndarray], threshold: float = MATCH_THRESHOLD) -> list[Group]:
     """Groups of confirmed copies, largest first: components of the `pairs` whose `score(a, b)` (None: could not be
     checked) reaches `threshold`, cut into stars around their lowest id (every member confirmed against it)."""
-    confirmed = [(a, b) for a, b in pairs if (s := score(a, b)) is not None and s >= threshold]
+
+    def confirmed(a: int, b: int) -> bool:
+        found = score(a, b)
+        return found is not None and found >= threshold
+
     groups = []
-    for ids in _components(confirmed):
-        rest = sorted(ids)
-        while len(rest) >= 2:
-            first = rest[0]
-            scores = {i: score(first, i) for i in rest[1:]}
-            near = [i for i in rest[1:] if (scores[i] or -1.0) >= threshold]
-            if near:
-                members = [(first, 0.0)] + [(i, float(np.linalg.norm(codes_by_id[i] - codes_by_id[first])))
-                                            for i in near]
-                groups.append(Group(members, {i: float(scores[i] or 0.0) for i in near}))
-            rest = [i for i in rest[1:] if i not in near]
-    groups.sort(key=lambda g: (-len(g.members), g.spread, g.members[0][0]))
-    return groups
+    for ids in _components((a, b) for a, b in pairs if confirmed(a, b)):
+        for first, near in _stars(ids, confirmed):
+            members = [(first, 0.0)] + [(i, float(np.linalg.norm(codes_by_id[i] - codes_by_id[first]))) for i in near]
+            groups.append(Group(members, {i: float(score(first, i) or 0.0) for i in near}))
+    return _largest_first(groups)
+
+
+def _stars(component: Iterable[int], close: Callable[[int, int], bool]) -> list[tuple[int, list[int]]]:
+    """A component cut into stars, (first, members close to it), around its lowest id; the members out of the
+    first's reach start over among themselves. So a chain of look-alikes never becomes one group."""
+    rest, stars = sorted(set(component)), []
+    while len(rest) >= 2:
+        first, others = rest[0], rest[1:]
+        near = [i for i in others if close(first, i)]
+        if near:
+            stars.append((first, near))
+        taken = set(near)
+        rest = [i for i in others if i not in taken]
+    return stars
+
+
+def _largest_first(groups: list[Group]) -> list[Group]:
+    """Largest group first; among equals the tighter, then the one with the lower first id."""
+    return sorted(groups, key=lambda g: (-len(g.members), g.spread, g.members[0][0]))
 
 
 def _components(edges: Iterable[tuple[int, int]]) -> list[list[int]]:

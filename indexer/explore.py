@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from indexer.collection import Collection
-from indexer.duplicates import CHECKS, MATCH_THRESHOLD, parse_threshold
+from indexer.duplicates import CHECKS, DEFAULT_CHECK, MATCH_THRESHOLD, parse_threshold
 from indexer.neighbours import percentile
 from indexer.projection import CollectionMap
 
@@ -24,7 +24,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, index_arg, argument_t
     dups.add_argument("--threshold", type=argument_type(parse_threshold, "threshold"), default=None, metavar="auto|D",
                       help="code distance within which two images may be duplicates (auto: suggested from how far "
                            "edited copies of the collection's own images stray)")
-    dups.add_argument("--check", choices=CHECKS, default="pixels",
+    dups.add_argument("--check", choices=CHECKS, default=DEFAULT_CHECK,
                       help="pixels: confirm each pair by comparing the images' aligned pixels (edited copies only); "
                            "none: group by code distance alone (look-alikes too) (pixels)")
     dups.add_argument("--json", action="store_true", help="print JSON instead of a listing")
@@ -41,12 +41,13 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, index_arg, argument_t
 
 
 def duplicates_report(collection: Collection, threshold: float | None, limit: int | None = None,
-                      check: str = "pixels") -> dict[str, Any]:
+                      check: str = DEFAULT_CHECK) -> dict[str, Any]:
     """Near-duplicate groups as the CLI and the API give them: threshold used (also as a percentile), suggestion,
     how pairs were confirmed, totals, and the first `limit` groups (all with None), largest first."""
     import numpy as np
 
     found = collection.duplicates(threshold, check)
+    check = found.check  # as parsed
     listed = found.groups if limit is None else found.groups[:limit]
     paths = collection.relpaths(i for g in listed for i, _ in g.members)
     scale = np.asarray(collection.calibration.get("nn_quantiles", []), np.float64)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.resample import area_weights
+
 log = logging.getLogger(__name__)
 
 SOURCE_SIDE = 128  # grey pixels each image is decoded to for the check
@@ -31,16 +33,6 @@ LOW_DETAIL = 64  # an image smaller than this on its smaller side holds too litt
 # missing detail does: a 91-pixel copy of a photo scores 0.958 as it is, 0.950 brought to the same detail)
 BLOCK_PAIRS = 1024  # pairs checked together: their images are decoded once and then dropped (64 KB each)
 BAND = (0.7, 3.0)  # Gaussian sigmas, in CHECK_SIDE pixels, of the band-pass: edges, not shading (scaled per side)
-
-
-@lru_cache(maxsize=4096)
-def _window_matrix(source: int, out: int, lo: float, hi: float) -> np.ndarray:
-    """(out, source) area weights resampling the span [lo, hi) (shares of the side) of `source` pixels to `out`."""
-    edges = np.linspace(lo * source, hi * source, out + 1)
-    start, stop = edges[:-1, None], edges[1:, None]  # (out, 1) each output pixel's span
-    left = np.arange(source)[None, :]  # (1, source) input pixel [left, left + 1)
-    overlap = np.clip(np.minimum(stop, left + 1) - np.maximum(start, left), 0.0, None)  # (out, source)
-    return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 @lru_cache(maxsize=8)
@@ -80,8 +72,8 @@ def _search(big: np.ndarray, target: np.ndarray, rows: list[tuple[float, float]]
     """The best correlation of `target` (s, s, band-passed) with `big` (source, source) cropped to a row span and a
     column span, resized to s and band-passed; returns it with the two spans."""
     side, source = target.shape[0], big.shape[0]
-    r = np.stack([_window_matrix(source, side, lo, hi) for lo, hi in rows])  # (R, s, source)
-    c = np.stack([_window_matrix(source, side, lo, hi) for lo, hi in cols])  # (C, s, source)
+    r = np.stack([area_weights(source, side, lo, hi) for lo, hi in rows])  # (R, s, source)
+    c = np.stack([area_weights(source, side, lo, hi) for lo, hi in cols])  # (C, s, source)
     warped = np.einsum("ris,st->rit", r, big, optimize=True)  # (R, s, source)
     warped = np.einsum("rit,cjt->rcij", warped, c, optimize=True)  # (R, C, s, s)
     scores = _correlation(band_pass(warped), target)  # (R, C)
@@ -96,9 +88,9 @@ def _shrink(image: np.ndarray, side: int) -> np.ndarray:
 
 
 def limit_detail(image: np.ndarray, side: int) -> np.ndarray:
-    """(SOURCE_SIDE, SOURCE_SIDE) grey with no more detail than a picture `side` pixels across has: shrunk to it
-    and enlarged back. Both images of a pair get the detail of the smaller one, so a thumbnail of a photo is
-    compared on what it still holds (the photo's finer edges would count against it otherwise)."""
+    """(SOURCE_SIDE, SOURCE_SIDE) grey with no more detail than a picture `side` pixels across has, when `side` is
+    below LOW_DETAIL: shrunk to it and enlarged back. A thumbnail of a photo is then compared with the photo on what
+    it still holds (the photo's finer edges would count against it otherwise)."""
     from PIL import Image
 
     if side >= LOW_DETAIL:
@@ -110,7 +102,7 @@ def limit_detail(image: np.ndarray, side: int) -> np.ndarray:
 def match_score(a: np.ndarray, b: np.ndarray, sides: tuple[int, int] = (SOURCE_SIDE, SOURCE_SIDE)) -> float:
     """How well one of two (SOURCE_SIDE, SOURCE_SIDE) grey images is a crop of the other, resized: the best
     band-passed correlation over crop windows, in [-1, 1] (1: the same picture). `sides`: each image's smaller
-    side in pixels; the one with more detail is brought down to the other's (see limit_detail)."""
+    side in pixels; when one is a thumbnail (below LOW_DETAIL), the other is brought down to its detail."""
     if sides[0] > sides[1]:
         a = limit_detail(a, sides[1])
     elif sides[1] > sides[0]:
@@ -134,7 +126,7 @@ def match_score(a: np.ndarray, b: np.ndarray, sides: tuple[int, int] = (SOURCE_S
     return best
 
 
-def load_grey(source) -> tuple[np.ndarray, int]:
+def load_grey(source: str | Path | bytes) -> tuple[np.ndarray, int]:
     """An image file (path, bytes or file) -> (SOURCE_SIDE, SOURCE_SIDE) float32 grey in [0, 1], squashed to a
     square the way the encoder sees it, and its smaller side in pixels. Raises encoder.preprocess.ImageError for
     what cannot be decoded."""
@@ -145,8 +137,8 @@ def load_grey(source) -> tuple[np.ndarray, int]:
 
 
 class PairScores:
-    """Pixel-check scores of image pairs, each measured once: byte-identical files score 1.0 unchecked, and a pair
-    with a file that cannot be read (moved, changed, removed since it was indexed) scores None."""
+    """Pixel-check scores of image pairs, each measured once: files catalogued with the same sha256 score 1.0
+    unchecked, and a pair with a file that cannot be read now (moved, removed, no longer an image) scores None."""
 
     def __init__(self, files: dict[int, Path], digests: dict[int, str]):
         self.files, self.digests = files, digests

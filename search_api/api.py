@@ -160,8 +160,8 @@ def duplicates():
     raw = request.args.get("check", "")
     try:
         check = parse_check(raw)
-    except ValueError:
-        raise ApiError(400, "invalid_parameter", f"check must be 'pixels' or 'none', got {raw[:40]!r}") from None
+    except ValueError as why:
+        raise ApiError(400, "invalid_parameter", f"check: {why}, got {raw[:40]!r}") from None
     limit = _int_arg("limit", 100, 1, MAX_K)
     return jsonify({**engine().duplicates(threshold, limit, check), "images": engine().images})
 

@@ -15,6 +15,7 @@ import numpy as np
 from encoder.preprocess import ImageError
 from indexer.collection import Collection, Hit
 from indexer.copies import sketches
+from indexer.duplicates import DEFAULT_CHECK
 from indexer.explore import duplicates_report, outliers_report
 from indexer.neighbours import percentile
 from indexer.writes import Added, CollectionWriter
@@ -166,7 +167,8 @@ class Engine:
 
     # Views of the whole collection --------------------------------------------------------------------------
 
-    def duplicates(self, threshold: float | None = None, limit: int = 100, check: str = "pixels") -> dict[str, Any]:
+    def duplicates(self, threshold: float | None = None, limit: int = 100,
+                   check: str = DEFAULT_CHECK) -> dict[str, Any]:
         """Groups of near-duplicates, largest first (at most `limit`), at `threshold` (None: the suggested one),
         confirmed by `check` (indexer.duplicates.CHECKS)."""
         report = duplicates_report(self.collection, threshold, limit, check)

@@ -32,6 +32,20 @@ def test_upsert_keeps_ids_and_ids_are_never_reused(tmp_path):
         assert codes.shape == (2, 2) and codes.dtype == np.float32
 
 
+def test_identical_files_are_listed_by_content(tmp_path):
+    def image(relpath: str, digest: str) -> NewImage:
+        return NewImage(relpath, 10, 1, digest, 4, 4, np.zeros(2, np.float32), 0.01)
+
+    with Catalog(tmp_path) as cat:
+        with cat.conn:
+            cat.upsert([image(f"same{i}.jpg", "aa" * 32) for i in range(6)] + [image("other.jpg", "bb" * 32),
+                                                                              image("twin1.jpg", "cc" * 32),
+                                                                              image("twin2.jpg", "cc" * 32)])
+        ids = cat.ids_of([f"same{i}.jpg" for i in range(6)] + ["twin1.jpg", "twin2.jpg"])
+        assert sorted(cat.identical_files()) == sorted([[ids[f"same{i}.jpg"] for i in range(6)],
+                                                        [ids["twin1.jpg"], ids["twin2.jpg"]]])
+
+
 def test_records_and_worst_reconstructed_over_many_ids(tmp_path):
     with Catalog(tmp_path) as cat:
         with cat.conn:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from indexer.duplicates import MATCH_THRESHOLD
 from search_api.app import create_app
 from search_api.client import SearchClient, SearchError
 from tests.support import TINY, make_image, run_cli, write_images
@@ -54,13 +55,13 @@ def test_duplicates_group_the_copies_with_their_original_and_nothing_else(client
     # The default: candidates within the suggested code distance, confirmed pixel by pixel: the copies, nothing else.
     auto = client.get("/api/duplicates").get_json()
     assert auto["threshold"] == auto["suggested_threshold"] > 0 and 0 <= auto["threshold_percentile"] <= 100
-    assert auto["check"] == "pixels" and auto["match_threshold"] == 0.95 and auto["unreadable"] == 0
+    assert auto["check"] == "pixels" and auto["match_threshold"] == MATCH_THRESHOLD and auto["unreadable"] == 0
     assert [sorted(m["path"] for m in g["members"]) for g in auto["groups"]] == [expected]
     assert auto["pairs_checked"] >= 3 and auto["images"] == 33 and auto["groups_total"] == 1
     first = auto["groups"][0]["members"]
     assert first[0] == {"id": 4, "path": "a/img_0003.jpg", "distance": 0.0, "match": 1.0,
                         "thumbnail": "/api/images/4/thumbnail"}
-    assert all(0.95 <= m["match"] <= 1.0 for m in first)
+    assert all(MATCH_THRESHOLD <= m["match"] <= 1.0 for m in first)
     # However far the codes may go, the pixel check keeps distinct images apart.
     wide = client.get("/api/duplicates?threshold=1e9").get_json()
     assert [sorted(m["path"] for m in g["members"]) for g in wide["groups"]] == [expected]
@@ -171,7 +172,7 @@ def test_the_cli_lists_duplicates_and_outliers_and_draws_the_map(copies, tmp_pat
     assert "copies/half-size.png" in listing and "copies/recompressed.jpg" in listing and "no pixel check" in listing
     checked = run_cli("indexer", "duplicates", "--index", str(index)).stdout.splitlines()
     assert checked[0].startswith("1 group of near-duplicates (4 images) at distance ")
-    assert "candidate pairs compared pixel by pixel; a copy matches at 0.95 or more" in checked[1]
+    assert f"candidate pairs compared pixel by pixel; a copy matches at {MATCH_THRESHOLD:g} or more" in checked[1]
     assert checked[5].split()[:2] == ["0.0000", "1.000"] and checked[5].endswith("a/img_0003.jpg")
     report = json.loads(run_cli("indexer", "duplicates", "--index", str(index), "--json").stdout)
     assert {m["path"] for m in report["groups"][0]["members"]} >= {"a/img_0003.jpg", "copies/same-bytes.jpg"}

@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from indexer.copies import SKETCH_BYTES
-from indexer.duplicates import MATCH_THRESHOLD, candidate_pairs, checked_groups, parse_check
+from indexer.copies import SKETCH_BYTES, crop_tolerant_distances
+from indexer.duplicates import (
+    CANDIDATE_RATIO,
+    MATCH_THRESHOLD,
+    NEAREST_RATIO,
+    candidate_pairs,
+    checked_groups,
+    parse_check,
+)
 from indexer.neighbours import NeighbourGraph
 from indexer.pixelcheck import PairScores, band_pass, load_grey, match_score
 from tests.support import REPO
@@ -56,14 +63,25 @@ def test_the_alignment_is_what_finds_a_cropped_copy():
     assert match_score(a, b) == pytest.approx(match_score(b, a), abs=1e-4)  # either may be the crop of the other
 
 
-@pytest.mark.parametrize("pair", [("Motorbikes", 36, 37), ("Motorbikes", 22, 23), ("revolver", 9, 10),
-                                  ("Faces_easy", 11, 17), ("grand_piano", 24, 26)])
+@pytest.mark.parametrize("pair", [
+    ("Motorbikes", 36, 37), ("Motorbikes", 22, 23), ("revolver", 9, 10), ("Faces_easy", 11, 17),
+    ("grand_piano", 24, 26),
+    pytest.param(("Motorbikes", 32, 34), marks=pytest.mark.xfail(
+        reason="the known limit: two studio shots of one motorbike model match at 0.959", strict=True)),
+])
 def test_different_photos_of_the_same_thing_do_not_match(pair):
     # Studio shots of one motorbike model, one revolver twice, one face: their codes are as close as a copy's.
     folder, first, second = pair
     a, _ = load_grey(PHOTOS / folder / f"image_{first:04d}.jpg")
     b, _ = load_grey(PHOTOS / folder / f"image_{second:04d}.jpg")
     assert match_score(a, b) < MATCH_THRESHOLD
+
+
+def test_a_thumbnail_is_compared_at_its_own_detail():
+    original = PHOTOS / "ferry" / "image_0030.jpg"
+    (a, side_a), (b, side_b) = load_grey(original), load_grey(edited(original, scale=0.15, quality=80))
+    assert side_b < 64 <= side_a  # 26 pixels high: the photo's finer edges would count against it
+    assert match_score(a, b) < MATCH_THRESHOLD <= match_score(a, b, (side_a, side_b))
 
 
 def test_pair_scores_trust_identical_bytes_and_report_unreadable_files(tmp_path):
@@ -86,31 +104,73 @@ def test_pair_scores_trust_identical_bytes_and_report_unreadable_files(tmp_path)
     assert scores(0, 4) is None and scores(3, 5) is None and scores.unreadable == {4, 5}
 
 
-def graph_of(neighbours: dict[int, list[tuple[int, float]]]) -> NeighbourGraph:
-    """A neighbour graph from id -> [(neighbour, distance), ...] nearest first, padded to 5 columns."""
+def graph_of(neighbours: dict[int, list[tuple[int, float]]], width: int = 7) -> NeighbourGraph:
+    """A neighbour graph from id -> [(neighbour, distance), ...] nearest first, padded to `width` columns."""
     ids = np.array(sorted(neighbours))
-    found = np.full((len(ids), 5), -1, np.int64)
-    distances = np.full((len(ids), 5), np.inf, np.float32)
+    found = np.full((len(ids), width), -1, np.int64)
+    distances = np.full((len(ids), width), np.inf, np.float32)
     for row, i in enumerate(ids):
         for col, (j, d) in enumerate(neighbours[i]):
             found[row, col], distances[row, col] = j, d
     return NeighbourGraph(ids, found, distances)
 
 
+def sketch_near(base: np.ndarray, rng, spread: int = 3) -> np.ndarray:
+    return np.clip(base.astype(int) + rng.integers(-spread, spread + 1, SKETCH_BYTES), 0, 255).astype(np.uint8)
+
+
 def test_candidates_are_close_codes_whose_sketch_stands_out_among_the_neighbours():
     rng = np.random.default_rng(0)
-    base = {i: rng.integers(0, 256, SKETCH_BYTES).astype(np.uint8) for i in range(1, 8)}
-    base[2] = np.clip(base[1].astype(int) + rng.integers(-3, 4, SKETCH_BYTES), 0, 255).astype(np.uint8)  # a copy
-    graph = graph_of({1: [(2, 0.1), (3, 0.2), (4, 0.3), (5, 0.4), (6, 0.5)],
-                      2: [(1, 0.1), (3, 0.25), (4, 0.3), (5, 0.4), (6, 0.5)],
-                      3: [(1, 0.2), (2, 0.25), (4, 0.3), (5, 0.4), (7, 0.9)],
-                      4: [(1, 0.3), (2, 0.3)], 5: [(1, 0.4), (2, 0.4)], 6: [(1, 0.5), (2, 0.5)],
-                      7: [(3, 0.9), (1, 1.0)]})
-    # 1 and 2: a copy; 3 is as close in code as 1-2 are but an ordinary sketch; 7 is beyond the code limit.
-    assert candidate_pairs(graph, base, limit=0.6) == {(1, 2)}
+    base = {i: rng.integers(0, 256, SKETCH_BYTES).astype(np.uint8) for i in range(1, 12)}
+    base[2] = sketch_near(base[1], rng)  # a copy
+    strangers = [(j, 0.3 + 0.05 * j) for j in range(3, 10)]
+    beyond = [(k, 1.0) for k in range(3, 9)]
+    graph = graph_of({1: [(2, 0.1), *strangers[:6]], 2: [(1, 0.1), *strangers[:6]],
+                      **{j: [(1, d), (2, d), *[(k, 0.9) for k in range(3, 10) if k != j][:5]] for j, d in strangers},
+                      10: [(11, 0.9), *beyond], 11: [(10, 0.9), *beyond]})
+    # 1 and 2: a copy; the strangers are as close in code but have ordinary sketches; 10-11 are beyond the limit.
+    assert candidate_pairs(graph, base, limit=0.8) == {(1, 2)}
     assert candidate_pairs(graph, base, limit=0.05) == set()
     # Without sketches (a catalogue older than them) every neighbour within the limit is a candidate.
-    assert candidate_pairs(graph, {}, limit=0.35) == {(1, 2), (1, 3), (1, 4), (2, 3), (2, 4), (3, 4)}
+    assert (1, 3) in candidate_pairs(graph, {}, limit=0.8) and (10, 11) not in candidate_pairs(graph, {}, limit=0.8)
+
+
+def test_five_copies_of_one_image_are_all_candidates_of_each_other():
+    rng = np.random.default_rng(1)
+    original = rng.integers(0, 256, SKETCH_BYTES).astype(np.uint8)
+    sketches_by_id = {i: sketch_near(original, rng) for i in range(1, 7)}  # an image and five copies
+    sketches_by_id.update({i: rng.integers(0, 256, SKETCH_BYTES).astype(np.uint8) for i in range(7, 12)})
+    rows = {i: [(j, 0.1) for j in range(1, 7) if j != i] + [(j, 0.5) for j in range(7, 12)] for i in range(1, 7)}
+    rows.update({i: [(j, 0.5) for j in range(1, 12) if j != i][:10] for i in range(7, 12)})
+    graph = graph_of(rows, width=10)
+    pairs = candidate_pairs(graph, sketches_by_id, limit=0.8)
+    assert {(a, b) for a in range(1, 7) for b in range(a + 1, 7)} <= pairs
+    assert not {p for p in pairs if max(p) >= 7}  # the strangers' sketches stand out from none
+
+
+def test_the_nearest_code_gets_the_looser_sketch_test():
+    rng = np.random.default_rng(2)
+    own = rng.integers(0, 256, SKETCH_BYTES).astype(np.uint8)
+    others = {j: rng.integers(0, 256, SKETCH_BYTES).astype(np.uint8) for j in range(2, 12)}
+    reference = np.sort(crop_tolerant_distances(own, np.stack(list(others.values()))))[5]
+    # Two neighbours whose sketch sits between the two ratios: one is the nearest code, one the third nearest.
+    between = (CANDIDATE_RATIO + NEAREST_RATIO) / 2
+
+    def sketch_at(share: float) -> np.ndarray:  # a sketch at about `share` x reference from `own`
+        for spread in range(1, 128):
+            candidate = sketch_near(own, np.random.default_rng(spread), spread)
+            if crop_tolerant_distances(own, candidate[None])[0] >= share * reference:
+                return candidate
+        raise AssertionError("no sketch far enough")
+
+    others[2], others[4] = sketch_at(between), sketch_at(between)
+    sketches_by_id = {1: own, **others}
+    far = {j: [(k, 1.5) for k in others if k != j] for j in others}  # each stranger's other neighbours
+    rows = {1: [(j, 0.1 * (j - 1)) for j in range(2, 12)], 4: [(5, 0.05), (1, 0.3), *far[4][:8]],
+            **{j: [(1, 0.1 * (j - 1)), *far[j][:9]] for j in others if j != 4}}
+    graph = graph_of(rows, width=10)
+    assert {(1, 2)} <= candidate_pairs(graph, sketches_by_id, limit=2.0)
+    assert (1, 4) not in candidate_pairs(graph, sketches_by_id, limit=2.0)
 
 
 def test_checked_groups_are_stars_of_confirmed_copies_around_the_lowest_id():

@@ -442,8 +442,8 @@ window.LookalikeViews = (() => {
     }));
     status("map", `${numbers.format(body.images)} images, placed by ${body.method.toUpperCase()} of their codes` +
       (body.groups.length > 1 ? ", coloured by top-level folder." : "."));
+    draw(); // now, not at the next frame: "ready" means the dots are on the canvas
     section("map").dataset.ready = "true"; // tests and scripts can wait for this
-    redraw();
   }
 
   // ------------------------------------------------------------------------------------------- switching
