@@ -27,6 +27,7 @@ CHECK_SIDE = 64  # the final comparison's side
 COARSE_SIDE = 32  # the first, exhaustive search's side
 MAX_CROP = 0.12  # the largest share of a side the search crops away
 COARSE_STEPS = 4  # crop values per side in the exhaustive search: 0, MAX_CROP / 3, ..., MAX_CROP
+COARSE_REJECT = 0.5  # a pair whose best coarse score is below this is not refined (planted copies: 0.7 and up)
 REFINEMENTS = 3  # searches around the best window at CHECK_SIDE, each with half the last one's step
 LOW_DETAIL = 64  # an image smaller than this on its smaller side holds too little detail for the check at
 # SOURCE_SIDE, so its pair is compared at its own detail (above it, matching the detail costs copies more than the
@@ -107,23 +108,26 @@ def match_score(a: np.ndarray, b: np.ndarray, sides: tuple[int, int] = (SOURCE_S
         a = limit_detail(a, sides[1])
     elif sides[1] > sides[0]:
         b = limit_detail(b, sides[0])
-    best = -1.0
     coarse_values = np.linspace(0.0, MAX_CROP, COARSE_STEPS)
     coarse_spans = [(float(lo), float(1.0 - hi)) for lo in coarse_values for hi in coarse_values]
+    # Every window at COARSE_SIDE first, either image inside the other: the crop of a copy can be anywhere in the
+    # range. Only the better of the two directions is refined (a copy lines up one way round, not the other).
+    coarse = []
     for big, small in ((a, b), (b, a)):
-        # Every window at COARSE_SIDE first: the crop of a copy can be anywhere in the range.
         target = band_pass(_shrink(small, COARSE_SIDE))
-        _, rows, cols = _search(_shrink(big, COARSE_SIDE * 2), target, coarse_spans, coarse_spans)
-        target = band_pass(_shrink(small, CHECK_SIDE))
-        step = MAX_CROP / (COARSE_STEPS - 1) / 2
-        for _ in range(REFINEMENTS):
-            # Rows, then columns (both ends of a side together, the other side held): a crop's rows and columns
-            # are independent, so this finds what searching both at once would at a quarter of the cost.
-            _, rows, cols = _search(big, target, _spans([rows], step), [cols])
-            score, rows, cols = _search(big, target, [rows], _spans([cols], step))
-            step /= 2
-        best = max(best, score)
-    return best
+        coarse.append((*_search(_shrink(big, COARSE_SIDE * 2), target, coarse_spans, coarse_spans), big, small))
+    score, rows, cols, big, small = max(coarse, key=lambda found: found[0])
+    if score < COARSE_REJECT:
+        return score  # far from a copy already: refining would not bring it near MATCH_THRESHOLD
+    target = band_pass(_shrink(small, CHECK_SIDE))
+    step = MAX_CROP / (COARSE_STEPS - 1) / 2
+    for _ in range(REFINEMENTS):
+        # Rows, then columns (both ends of a side together, the other side held): a crop's rows and columns are
+        # independent, so this finds what searching both at once would at a quarter of the cost.
+        _, rows, cols = _search(big, target, _spans([rows], step), [cols])
+        score, rows, cols = _search(big, target, [rows], _spans([cols], step))
+        step /= 2
+    return score
 
 
 def load_grey(source: str | Path | bytes) -> tuple[np.ndarray, int]:
