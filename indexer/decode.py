@@ -103,11 +103,21 @@ def decoding(root: Path, entries: list[FileEntry], size: int, channels: int, wor
 
     # spawn, not fork: the parent may already hold TensorFlow's threads, which do not survive a fork.
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        pending = pool.imap_unordered(work, fed(), chunksize=CHUNK)
         try:
-            pending = pool.imap_unordered(work, fed(), chunksize=CHUNK)
             yield _progress(results(pending), len(entries), desc, progress)
         finally:
             stopping.set()  # lets the feeding thread end if the body stopped early
+            # Let the workers finish what they were sent (a window's worth at most) before the pool ends: leaving
+            # `with` terminates them, and a worker killed while it writes a result leaves the result queue's lock
+            # held, on which Pool.terminate() then waits for ever (seen once in CI).
+            try:
+                for _ in pending:
+                    pass
+            except Exception:  # noqa: BLE001 - a worker's error; the body's own exception, if any, is the one to raise
+                log.debug("a decoding worker failed while the pool was wound down", exc_info=True)
+            pool.close()
+            pool.join()
 
 
 def decode_all(root: Path, entries: list[FileEntry], size: int, channels: int, workers: int,
