@@ -231,7 +231,7 @@ def cost(index: Path) -> dict:
     pixel check grows with the candidate pairs (about a quarter of a pair per image here), the rest with n or
     less (benchmarks/duplicates.py measures the neighbour graph at those sizes)."""
     from indexer.collection import Collection
-    from indexer.duplicates import candidate_pairs, code_limit
+    from indexer.duplicates import code_limit
     from indexer.pixelcheck import PairScores
 
     collection = Collection.open(index)
@@ -243,10 +243,8 @@ def cost(index: Path) -> dict:
         started = time.perf_counter()
         copies = collection.copy_distances()
         timings["copy_distances_seconds"] = time.perf_counter() - started
-        with collection._lock:
-            sketches = collection._catalog.sketches(graph.ids.tolist())
         started = time.perf_counter()
-        pairs = sorted(candidate_pairs(graph, sketches, code_limit(graph.nearest, copies)))
+        pairs = collection._candidates(graph, code_limit(graph.nearest, copies))  # as Collection.duplicates makes them
         timings["candidates_seconds"] = time.perf_counter() - started
         files = collection._pair_scores({i for pair in pairs for i in pair})
         scores = PairScores(files.files, files.digests)  # afresh: nothing measured before is reused

@@ -151,7 +151,6 @@ def candidate_pairs(graph: NeighbourGraph, sketches_by_id: dict[int, np.ndarray]
     """(lower id, higher id) pairs worth a pixel check: graph neighbours within `limit` whose sketch passes the ratio
     test (see the module's docstring). Images without a sketch (catalogued before sketches) pass on the code alone."""
     pairs: set[tuple[int, int]] = set()
-    nearest = dict(zip(graph.ids.tolist(), graph.neighbours[:, 0].tolist())) if graph.neighbours.shape[1] else {}
     for row, own in enumerate(graph.ids.tolist()):
         near = (graph.neighbours[row] >= 0) & (graph.distances[row] <= limit)
         if not near.any():
@@ -165,7 +164,7 @@ def candidate_pairs(graph: NeighbourGraph, sketches_by_id: dict[int, np.ndarray]
             distances = dict(zip(known, crop_tolerant_distances(mine, np.stack([sketches_by_id[j] for j in known]))))
             reference = np.sort(list(distances.values()))[min(RATIO_RANK, len(distances)) - 1]
             chosen = [j for j in graph.neighbours[row][near].tolist() if j not in distances
-                      or distances[j] < (NEAREST_RATIO if nearest[own] == j else CANDIDATE_RATIO) * reference]
+                      or distances[j] < (NEAREST_RATIO if j == neighbours[0] else CANDIDATE_RATIO) * reference]
         pairs.update((min(own, j), max(own, j)) for j in chosen)
     return pairs
 

@@ -32,6 +32,9 @@ REFINEMENTS = 3  # searches around the best window at CHECK_SIDE, each with half
 LOW_DETAIL = 64  # an image smaller than this on its smaller side holds too little detail for the check at
 # SOURCE_SIDE, so its pair is compared at its own detail (above it, matching the detail costs copies more than the
 # missing detail does: a 91-pixel copy of a photo scores 0.958 as it is, 0.950 brought to the same detail)
+# Every (start, end) span of a side the exhaustive search tries: each end cropped by 0 to MAX_CROP.
+COARSE_SPANS = [(float(lo), float(1.0 - hi)) for lo in np.linspace(0.0, MAX_CROP, COARSE_STEPS)
+                for hi in np.linspace(0.0, MAX_CROP, COARSE_STEPS)]
 BLOCK_PAIRS = 1024  # pairs checked together: their images are decoded once and then dropped (64 KB each)
 BAND = (0.7, 3.0)  # Gaussian sigmas, in CHECK_SIDE pixels, of the band-pass: edges, not shading (scaled per side)
 
@@ -108,14 +111,12 @@ def match_score(a: np.ndarray, b: np.ndarray, sides: tuple[int, int] = (SOURCE_S
         a = limit_detail(a, sides[1])
     elif sides[1] > sides[0]:
         b = limit_detail(b, sides[0])
-    coarse_values = np.linspace(0.0, MAX_CROP, COARSE_STEPS)
-    coarse_spans = [(float(lo), float(1.0 - hi)) for lo in coarse_values for hi in coarse_values]
     # Every window at COARSE_SIDE first, either image inside the other: the crop of a copy can be anywhere in the
     # range. Only the better of the two directions is refined (a copy lines up one way round, not the other).
     coarse = []
     for big, small in ((a, b), (b, a)):
         target = band_pass(_shrink(small, COARSE_SIDE))
-        coarse.append((*_search(_shrink(big, COARSE_SIDE * 2), target, coarse_spans, coarse_spans), big, small))
+        coarse.append((*_search(_shrink(big, COARSE_SIDE * 2), target, COARSE_SPANS, COARSE_SPANS), big, small))
     score, rows, cols, big, small = max(coarse, key=lambda found: found[0])
     if score < COARSE_REJECT:
         return score  # far from a copy already: refining would not bring it near MATCH_THRESHOLD

@@ -241,19 +241,30 @@ window.LookalikeViews = (() => {
     return { canvas, width, height, ratio };
   }
 
-  /** Unit-square point -> canvas pixel, keeping the aspect ratio (a margin of 3% around the points). */
-  function toPixel(x, y, size) {
+  /**
+   * Where the unit square lands on the canvas at the current view, keeping the aspect ratio (a margin of 3% around
+   * the points): a point (x, y) is drawn at (ox + x * scale, oy - y * scale); `side` is the whole square's size.
+   */
+  function placement(size) {
     const side = Math.min(size.width, size.height) * 0.94;
-    const ox = (size.width - side) / 2;
-    const oy = (size.height - side) / 2;
-    return [ox + (x - map.view.x) * map.view.scale * side, oy + (1 - (y - map.view.y) * map.view.scale) * side];
+    const scale = map.view.scale * side;
+    return {
+      side,
+      scale,
+      ox: (size.width - side) / 2 - map.view.x * scale,
+      oy: (size.height - side) / 2 + side + map.view.y * scale,
+    };
+  }
+
+  /** Unit-square point -> canvas pixel. */
+  function toPixel(x, y, size) {
+    const { scale, ox, oy } = placement(size);
+    return [ox + x * scale, oy - y * scale];
   }
 
   function fromPixel(px, py, size) {
-    const side = Math.min(size.width, size.height) * 0.94;
-    const ox = (size.width - side) / 2;
-    const oy = (size.height - side) / 2;
-    return [map.view.x + (px - ox) / (side * map.view.scale), map.view.y + (1 - (py - oy) / side) / map.view.scale];
+    const { scale, ox, oy } = placement(size);
+    return [(px - ox) / scale, (oy - py) / scale];
   }
 
   /** A CSS colour as one little-endian RGBA pixel (what a Uint32Array over ImageData holds). */
@@ -278,10 +289,7 @@ window.LookalikeViews = (() => {
     const image = ctx.createImageData(width, height);
     const pixels = new Uint32Array(image.data.buffer);
     const dot = Math.max(1, Math.round(2 * radius));
-    const side = Math.min(width, height) * 0.94;
-    const scale = map.view.scale * side;
-    const ox = (width - side) / 2 - map.view.x * scale;
-    const oy = (height - side) / 2 + side + map.view.y * scale;
+    const { scale, ox, oy } = placement(size);
     const { x: xs, y: ys, group } = data;
     for (const i of map.order) {
       const left = Math.round(ox + xs[i] * scale - dot / 2);
@@ -316,7 +324,7 @@ window.LookalikeViews = (() => {
     const px = cssX * size.ratio;
     const py = cssY * size.ratio;
     const [ux, uy] = fromPixel(px, py, size);
-    const reach = (12 * size.ratio) / (Math.min(size.width, size.height) * 0.94 * map.view.scale); // in unit square
+    const reach = (12 * size.ratio) / placement(size).scale; // in unit square
     let best = -1;
     let bestDistance = Infinity;
     const cx = Math.floor(ux * CELLS);
@@ -379,7 +387,7 @@ window.LookalikeViews = (() => {
       const y = e.clientY - rect.top;
       if (map.drag) {
         const size = canvasSize();
-        const side = Math.min(size.width, size.height) * 0.94 / size.ratio;
+        const side = placement(size).side / size.ratio;
         pan(-(x - map.drag.x) / side, (y - map.drag.y) / side);
         map.drag = { x, y, moved: map.drag.moved || Math.abs(e.movementX) + Math.abs(e.movementY) > 2 };
         return;
