@@ -1,12 +1,14 @@
 """The page's views — duplicates, outliers, the map, what the model sees — in headless Chromium, on the real server."""
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import Page, expect
 
 pytestmark = pytest.mark.browser  # headless Chromium through Playwright
@@ -188,6 +190,12 @@ def test_the_map_stays_usable_at_100000_points(page, live_server):
             "group": rng.integers(0, 30, n).tolist(), "groups": [f"folder{i}" for i in range(30)]}
     page.route("**/api/map*", lambda route: route.fulfill(status=200, content_type="application/json",
                                                           body=json.dumps(body)))
+    # The mocked ids are not in the served collection: their thumbnails are one JPEG, so that hovering a dot shows
+    # a picture rather than racing a 404 into the console.
+    thumbnail = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(thumbnail, "JPEG")
+    page.route(re.compile(r".*/api/images/\d+/thumbnail$"),
+               lambda route: route.fulfill(status=200, content_type="image/jpeg", body=thumbnail.getvalue()))
     open_view(page, live_server, "#view=map")
     wait_for_map(page)
     expect(page.locator("#map-view .view-status")).to_contain_text("100,000 images")
@@ -208,6 +216,9 @@ def test_the_map_stays_usable_at_100000_points(page, live_server):
     x, y = point_on_screen(page, 12345)
     page.mouse.move(x, y)
     expect(page.locator("#map-tip")).to_be_visible()
+    expect(page.locator("#map-tip figcaption")).to_contain_text("image 12346")
+    page.wait_for_function("() => { const i = document.querySelector('#map-tip img'); "
+                           "return i.complete && i.naturalWidth > 0; }")
     assert page.problems == []
 
 
