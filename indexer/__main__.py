@@ -31,10 +31,11 @@ def _setting_defaults() -> dict[str, Any]:
         raise SystemExit(2) from None
 
 
-def _add_setting(p: argparse.ArgumentParser, setting: settings.Setting, value: Any) -> None:
+def _add_setting(p: argparse.ArgumentParser, setting: settings.Setting, value: Any, metavar: str = "N") -> None:
     assert setting.flag, setting.key  # only settings with a flag are added
+    shown = repr(setting.default) if isinstance(setting.default, str) else setting.default
     p.add_argument(setting.flag, dest=setting.key.lower(), type=argument_type(setting.parse, setting.key.lower()),
-                   default=value, metavar="N", help=f"{setting.help} ({setting.env}, default {setting.default})")
+                   default=value, metavar=metavar, help=f"{setting.help} ({setting.env}, default {shown})")
 
 
 def _parser(prog: str = "python -m indexer") -> argparse.ArgumentParser:
@@ -69,6 +70,9 @@ def _parser(prog: str = "python -m indexer") -> argparse.ArgumentParser:
     training_args(build)
     build.add_argument("--retrain", action="store_true", help="train a new encoder and re-encode everything")
     _add_setting(build, BY_KEY["COMMIT_BATCH"], env["COMMIT_BATCH"])
+    _add_setting(build, BY_KEY["ENGINE"], env["ENGINE"], "{local,ray}")
+    _add_setting(build, BY_KEY["RAY_ADDRESS"], env["RAY_ADDRESS"], "ADDRESS")
+    _add_setting(build, BY_KEY["RAY_ENCODERS"], env["RAY_ENCODERS"])
     train = sub.add_parser("train", parents=[common],
                            help="(re)train the encoder only; the next build re-encodes everything")
     training_args(train)
@@ -98,7 +102,9 @@ def _options(args: argparse.Namespace):
     return BuildOptions(**chosen, training=training,
                         retrain=getattr(args, "retrain", False), max_train_images=args.max_train_images,
                         workers=args.workers, progress=not args.quiet,
-                        commit_every=getattr(args, "commit_batch", settings.DEFAULTS["COMMIT_BATCH"]))
+                        commit_every=getattr(args, "commit_batch", settings.DEFAULTS["COMMIT_BATCH"]),
+                        **{k: getattr(args, k, settings.DEFAULTS[k.upper()])
+                           for k in ("engine", "ray_address", "ray_encoders")})
 
 
 def cmd_build(args: argparse.Namespace, train_only: bool = False) -> int:

@@ -24,7 +24,7 @@ from indexer.catalog import Catalog
 from indexer.collection import MODEL_KEY, check_model_matches, load_vectors
 from indexer.commit import SKIPPED_FILE, commit_batches, write_skip_report
 from indexer.decode import DecodedFile, stack_pixels
-from indexer.engine import EncodeJob, LocalEngine
+from indexer.engine import EncodeJob, Engine, LocalEngine
 from indexer.lock import CollectionBusy, exclusive
 from indexer.plan import plan
 from indexer.scan import FileEntry, ScanResult, scan
@@ -60,6 +60,9 @@ class BuildOptions:
     max_train_images: int = settings.DEFAULTS["MAX_TRAIN_IMAGES"]
     workers: int = settings.DEFAULTS["WORKERS"]  # 0: one per core
     commit_every: int = settings.DEFAULTS["COMMIT_BATCH"]  # images per transaction: the most a crash can cost
+    engine: str = settings.DEFAULTS["ENGINE"]  # where decode + encode run: "local" or "ray"
+    ray_address: str = settings.DEFAULTS["RAY_ADDRESS"]  # "": a local Ray instance for the build
+    ray_encoders: int = settings.DEFAULTS["RAY_ENCODERS"]  # 0: half the cluster's CPUs
     error_sample: int | None = ERROR_SAMPLE  # images whose reconstruction error is measured (None: all, 0: none)
     progress: bool = True
 
@@ -190,13 +193,27 @@ def _index(root: Path, index_dir: Path, found: ScanResult, catalog: Catalog, inf
                     error_share=_error_share(options.error_sample, len(todo.to_encode) + catalog.count()),
                     commit_every=options.commit_every, decoded=predecoded)
     stage = time.perf_counter()
-    # The one place that picks the engine: another executor runs decode + encode here; the commit stays put.
-    with LocalEngine(options.workers, options.progress).run(job) as batches:
+    # The one place that picks the engine: it runs decode + encode; the commit stays here, in this process.
+    with _engine(options).run(job) as batches:
         report.timings["load_model"] = time.perf_counter() - stage
         committed = commit_batches(catalog, batches, options.commit_every)
     report.timings["index"] = time.perf_counter() - stage  # load + decode + encode + commit, overlapped
     report.indexed = committed.indexed
     report.skipped.extend(committed.skipped)
+
+
+def _engine(options: BuildOptions) -> Engine:
+    """The engine `options` ask for; Ray only when its optional extra is installed."""
+    if options.engine == "ray":
+        from indexer.ray_engine import RayEngine, ray_available
+
+        if not ray_available():
+            raise BuildError("--engine ray needs the optional Ray extra: pip install 'lookalike[ray]' "
+                             "(or -r requirements-ray.txt)")
+        return RayEngine(options.ray_address, options.ray_encoders, options.progress)
+    if options.engine != "local":
+        raise BuildError(f"unknown engine {options.engine!r}: choose one of {', '.join(settings.ENGINES)}")
+    return LocalEngine(options.workers, options.progress)
 
 
 def _publish(index_dir: Path, found: ScanResult, catalog: Catalog, info: dict, report: BuildReport) -> None:

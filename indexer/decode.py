@@ -73,10 +73,13 @@ def _progress(iterable: Iterable, total: int, desc: str, enabled: bool):
 @contextmanager
 def decoding(root: Path, entries: list[FileEntry], size: int, channels: int, workers: int, progress: bool,
              desc: str = "decoding") -> Iterator[Iterator[DecodedFile]]:
-    """Start decoding `entries` at once in worker processes; the body iterates over results as they finish.
+    """Start decoding `entries` at once in worker processes; the body iterates over the results in `entries`' order.
 
     The workers start on entering, so whatever the caller does next (loading TensorFlow and the model: 2-3 s)
     overlaps with decoding. At most IN_FLIGHT results wait unconsumed; small batches are decoded in-process.
+    Results come in order (not as they finish) so that a build catalogues files in plan order whichever engine
+    ran it: ids are handed out in commit order, and the same folder gets the same ids on every run and engine.
+    A slow file holds up at most a window of results, not the workers.
     """
     work = functools.partial(decode_file, str(root), size, channels)
     workers = workers or os.cpu_count() or 1
@@ -103,7 +106,7 @@ def decoding(root: Path, entries: list[FileEntry], size: int, channels: int, wor
 
     # spawn, not fork: the parent may already hold TensorFlow's threads, which do not survive a fork.
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        pending = pool.imap_unordered(work, fed(), chunksize=CHUNK)
+        pending = pool.imap(work, fed(), chunksize=CHUNK)
         try:
             yield _progress(results(pending), len(entries), desc, progress)
         finally:
@@ -122,6 +125,6 @@ def decoding(root: Path, entries: list[FileEntry], size: int, channels: int, wor
 
 def decode_all(root: Path, entries: list[FileEntry], size: int, channels: int, workers: int,
                progress: bool, desc: str = "decoding") -> list[DecodedFile]:
-    """Decode `entries` (in worker processes for big batches); results in completion order."""
+    """Decode `entries` (in worker processes for big batches); results in `entries`' order."""
     with decoding(root, entries, size, channels, workers, progress, desc) as results:
         return list(results)

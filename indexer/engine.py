@@ -9,7 +9,6 @@ in its actors and call `encode_batch` there.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -89,14 +88,21 @@ class LocalEngine:
         """Start the decode workers, then load the model while they run; the body iterates over the batches."""
         from encoder.embed import Encoder
 
-        reused = [job.decoded[e.relpath] for e in job.entries if e.relpath in job.decoded]
         rest = [e for e in job.entries if e.relpath not in job.decoded]
         # The decode workers start first and run while TensorFlow and the model load.
         with decoding(job.root, rest, job.image_size, job.channels, self.workers, self.progress,
                       "indexing") as fresh:
             configure_threads()  # one TensorFlow thread per core, one inter-op thread (no-op if already set)
             encoder = Encoder.load(job.index_dir)
-            yield _batches(encoder, itertools.chain(reused, fresh), job)
+            yield _batches(encoder, in_plan_order(job, fresh), job)
+
+
+def in_plan_order(job: EncodeJob, fresh: Iterable[DecodedFile]) -> Iterator[DecodedFile]:
+    """Every entry of `job` in plan order: the training sample's decodes where there are some, `fresh` (the decodes
+    of the other entries, in order) for the rest. The order is what makes ids the same on every run and engine."""
+    remaining = iter(fresh)
+    for entry in job.entries:
+        yield job.decoded[entry.relpath] if entry.relpath in job.decoded else next(remaining)
 
 
 def _batches(encoder, results: Iterable[DecodedFile], job: EncodeJob) -> Iterator[EncodedBatch]:

@@ -57,6 +57,19 @@ def argument_type(parse: Callable[[str], Any], name: str, echo: bool = False) ->
     return convert
 
 
+ENGINES = ("local", "ray")
+
+
+def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    """A parser accepting only `choices`."""
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
 # `indexer build` and `indexer train`. Their flags override these; the training flags come from encoder.options.
 SETTINGS: tuple[Setting, ...] = (
     Setting("WORKERS", "LOOKALIKE_WORKERS", 0, whole_number(0, 1000),
@@ -66,6 +79,14 @@ SETTINGS: tuple[Setting, ...] = (
             "train on a random sample of at most this many images", "--max-train-images"),
     Setting("COMMIT_BATCH", "LOOKALIKE_COMMIT_BATCH", 1024, whole_number(1),
             "images committed per transaction: the most an interruption can cost", "--batch"),
+    Setting("ENGINE", "LOOKALIKE_ENGINE", "local", one_of(ENGINES),
+            "where decoding and encoding run: local (processes on this machine) or ray (a Ray cluster; the "
+            "optional extra)", "--engine"),
+    Setting("RAY_ADDRESS", "LOOKALIKE_RAY_ADDRESS", "", str,
+            "the Ray cluster to join with --engine ray, as `ray start` printed it (empty: start a local instance)",
+            "--ray-address"),
+    Setting("RAY_ENCODERS", "LOOKALIKE_RAY_ENCODERS", 0, whole_number(0, 100_000),
+            "encoder actors with --engine ray, one CPU each (0: half the cluster's CPUs)", "--ray-encoders"),
 )
 
 DEFAULTS: dict[str, Any] = {s.key: s.default for s in SETTINGS}
