@@ -14,6 +14,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 CATALOG_FILE = "catalog.sqlite"
+MODEL_KEY = "model_sha256"  # meta: the sha256 of the encoder that made the codes
 
 IMAGES_TABLE = """
 CREATE TABLE IF NOT EXISTS images (
@@ -137,6 +138,17 @@ class Catalog:
     def generation(self) -> int:
         """Bumped on every committed change to the images; the FAISS file records the one it was built from."""
         return int(self.get_meta("generation") or 0)
+
+    def hold_snapshot(self) -> None:
+        """Read the catalogue as it is now until this is called again, whatever other connections commit meanwhile.
+
+        A WAL reader keeps the snapshot its read transaction began with: a server reads its generation's rows while a
+        build commits the next one's, so every hit it returns has its path (see indexer.collection).
+        """
+        if self.conn.in_transaction:
+            self.conn.rollback()
+        self.conn.execute("BEGIN")
+        self.conn.execute("SELECT count(*) FROM meta").fetchone()  # the snapshot starts at the first read
 
     def bump_generation(self) -> int:
         """Increment the generation inside the current transaction."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from encoder.store import ModelError, read_info
-from indexer.catalog import Catalog
+from indexer.catalog import MODEL_KEY, Catalog
 from indexer.copies import SHORTLIST, copy_first, sketches
 from indexer.duplicates import (
     COPY_EDITS,
@@ -40,7 +40,6 @@ if TYPE_CHECKING:  # the type only: importing this module stays free of TensorFl
 
 log = logging.getLogger(__name__)
 
-MODEL_KEY = "model_sha256"
 CALIBRATION_SAMPLE = 1000  # codes whose 10th-neighbour distance sets the score scale
 
 
@@ -90,21 +89,40 @@ def load_vectors(catalog: Catalog, index_dir: str | os.PathLike, code_size: int,
     return vectors
 
 
-def _load_or_refresh(catalog: Catalog, index_dir: Path, code_size: int, save: bool) -> VectorIndex:
-    if save:
+def _load_or_refresh(catalog: Catalog, index_dir: Path, code_size: int, save: bool,
+                     rebuild_if_busy: bool = True) -> VectorIndex:
+    if save or not rebuild_if_busy:
         try:
             return VectorIndex.load(index_dir, catalog.generation)
         except VectorsStale:
             pass
+    if save:
         try:
             # Under the collection's write lock, so that neither a build nor another server changes the catalogue
             # between reading its codes and committing the vectors made from them.
             with exclusive(index_dir):
+                catalog.hold_snapshot()  # the catalogue as it is under the lock, not as it was before it
                 return load_vectors(catalog, index_dir, code_size, save=True)
         except (CollectionBusy, OSError) as why:
+            if not rebuild_if_busy:
+                raise CollectionBusy(f"the vectors are older than the catalogue and cannot be saved now ({why})") \
+                    from None
             log.warning("the vectors are older than the catalogue and cannot be saved now (%s): rebuilding them in "
                         "memory for this run", why)
+    elif not rebuild_if_busy and _build_running(index_dir):
+        raise CollectionBusy("a build is writing the catalogue; its vectors come when it ends")
     return load_vectors(catalog, index_dir, code_size, save=False)
+
+
+def _build_running(index_dir: Path) -> bool:
+    """Whether a writer (a build) holds the collection's lock now."""
+    try:
+        with exclusive(index_dir):
+            return False
+    except CollectionBusy:
+        return True
+    except OSError:  # a read-only collection folder: nobody can be writing it
+        return False
 
 
 def _with_current_calibration(catalog: Catalog, vectors: VectorIndex) -> VectorIndex:
@@ -153,22 +171,31 @@ class Collection:
     _pixels_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def open(cls, index_dir: str | os.PathLike, save_stale: bool = False) -> Collection:
+    def open(cls, index_dir: str | os.PathLike, save_stale: bool = False, encoder: Encoder | None = None,
+             rebuild_if_busy: bool = True) -> Collection:
         """Open a collection for searching; raise ModelError or FileNotFoundError with advice when it cannot be used.
 
         The catalogue is opened read-only. Vectors older than the catalogue (HTTP writes since the last build) are
         rebuilt from it; with `save_stale` they are also saved, so that the next start does not rebuild them again.
+        `encoder`, an already loaded encoder, is used if it is the collection's model. Without `rebuild_if_busy`,
+        stale vectors that cannot be saved because a build holds the collection raise CollectionBusy instead of being
+        rebuilt in memory (a running server waits for the build's own vectors).
         """
         from encoder.embed import Encoder
 
         index_dir = Path(index_dir)
         catalog = Catalog(index_dir, readonly=True)
         try:
+            # Searches read the catalogue as of the vectors' generation: a build committing the next generation's
+            # rows (a --retrain clears them all) changes nothing they see until the server switches to it.
+            catalog.hold_snapshot()
             # The catalogue's stamp first: a model swapped together with its encoder.json is refused unopened.
-            check_model_matches(catalog, read_info(index_dir)["sha256"], index_dir)
-            encoder = Encoder.load(index_dir)  # hashes encoder.keras against encoder.json before loading it
+            model_sha256 = read_info(index_dir)["sha256"]
+            check_model_matches(catalog, model_sha256, index_dir)
+            if encoder is None or encoder.sha256 != model_sha256:
+                encoder = Encoder.load(index_dir)  # hashes encoder.keras against encoder.json before loading it
             check_model_matches(catalog, encoder.sha256, index_dir)
-            saved = _load_or_refresh(catalog, index_dir, encoder.code_size, save_stale)
+            saved = _load_or_refresh(catalog, index_dir, encoder.code_size, save_stale, rebuild_if_busy)
             vectors = LiveVectors(_with_current_calibration(catalog, saved))
         except BaseException:
             catalog.close()
@@ -195,7 +222,14 @@ class Collection:
         """A writer that adds and removes images of this collection while it is searched; None when the catalogue
         records no image folder to store uploads in."""
         root = self.images_root
-        return None if root is None else CollectionWriter(self.index_dir, root, self.encoder, self.vectors)
+        return None if root is None else CollectionWriter(self.index_dir, root, self.encoder, self.vectors,
+                                                          self.catch_up)
+
+    def catch_up(self) -> None:
+        """Read the catalogue as it is now: called after this server's own writes commit (no build runs then, as
+        writes and builds share the collection's lock), so that searches see them."""
+        with self._lock:
+            self._catalog.hold_snapshot()
 
     def encode_image(self, source) -> tuple[np.ndarray, float, np.ndarray]:
         """Preprocess and encode one image (path, bytes or file): its (code_size,) code, reconstruction error and
@@ -240,7 +274,8 @@ class Collection:
             # and ask for as many more as were skipped so that a full page stays full.
             missing = sum(i not in records for _, i in pairs)
             live = [(d, i) for d, i in pairs if i in records]
-            if missing and len(live) < k + offset and not (ids[0] < 0).any():
+            # Asking for more is pointless once every code has been asked for (the index pads no -1 then).
+            if missing and len(live) < k + offset and not (ids[0] < 0).any() and wanted < len(self.vectors):
                 wanted += missing
                 continue
             copy = None

@@ -64,7 +64,7 @@ def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
     """A parser accepting only `choices`."""
     def parse(text: str) -> str:
         if text not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}")
+            raise ValueError(f"expected one of {', '.join(choices)}")
         return text
 
     return parse

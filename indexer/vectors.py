@@ -64,6 +64,16 @@ def use_search_threads() -> None:
         _configured.threads = _threads
 
 
+def saved_generation(index_dir: str | os.PathLike) -> int | None:
+    """The catalogue generation of the vectors saved in `index_dir` (what the last build published), or None."""
+    try:
+        meta = json.loads((Path(index_dir) / META_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    generation = meta.get("generation") if isinstance(meta, dict) else None
+    return generation if isinstance(generation, int) else None
+
+
 class VectorsStale(Exception):
     """The vectors file is missing, unreadable, or was built from another catalogue generation."""
 

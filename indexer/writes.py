@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ import numpy as np
 
 from encoder.preprocess import ImageError, load_image
 from encoder.store import atomic_write_bytes
-from indexer.catalog import Catalog, NewImage
+from indexer.catalog import MODEL_KEY, Catalog, NewImage
 from indexer.copies import sketches
 from indexer.live import LiveVectors
 from indexer.lock import CollectionBusy, exclusive
@@ -61,13 +61,26 @@ class Added:
 class CollectionWriter:
     """Serialised writes to one served collection: files, catalogue rows and live vectors, in that order."""
 
-    def __init__(self, index_dir: Path, root: Path, encoder, vectors: LiveVectors):
+    def __init__(self, index_dir: Path, root: Path, encoder, vectors: LiveVectors,
+                 committed: Callable[[], None] = lambda: None):
         self.index_dir = Path(index_dir)
         self.root = Path(root)
         self.encoder = encoder
         self.vectors = vectors
+        self.committed = committed  # called after each commit: the searches' catalogue snapshot moves on
         self.catalog = Catalog(index_dir)  # its own read-write connection; searches keep their read-only one
         self._lock = threading.Lock()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold off this writer's writes (waiting for one in progress) while the body runs: a server switching to a
+        new generation retargets the writer inside it, so that no write lands in the vectors being replaced."""
+        with self._lock:
+            yield
+
+    def retarget(self, encoder, vectors: LiveVectors, committed: Callable[[], None]) -> None:
+        """Write through `encoder` into `vectors`, and call `committed` after commits, from now on (inside paused())."""
+        self.encoder, self.vectors, self.committed = encoder, vectors, committed
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -80,18 +93,24 @@ class CollectionWriter:
 
     def add(self, uploads: list[tuple[str, bytes]]) -> list[Added]:
         """Store, catalogue and index `uploads` (name, bytes); all or nothing: one bad image writes none."""
+        encoder = self.encoder  # the model these codes come from, whatever a switch does meanwhile
         prepared = []
         for position, (name, data) in enumerate(uploads):
             try:
-                decoded = load_image(data, self.encoder.image_size, self.encoder.channels)
+                decoded = load_image(data, encoder.image_size, encoder.channels)
             except ImageError as exc:
                 raise BadUpload(position, name, str(exc)) from None
             digest = hashlib.sha256(data).hexdigest()
             prepared.append((f"{UPLOADS}/{digest[:32]}{EXTENSIONS.get(decoded.format, '.img')}", digest, data, decoded))
         pixels = np.stack([p[3].pixels for p in prepared])  # (n, S, S, C)
-        codes, errors = self.encoder.encode_with_error(pixels)  # (n, d), (n,)
+        codes, errors = encoder.encode_with_error(pixels)  # (n, d), (n,)
         marks = sketches(pixels)  # (n, SKETCH_BYTES)
         with self._exclusive():
+            if self.catalog.get_meta(MODEL_KEY) not in (None, encoder.sha256):
+                # A build retrained the encoder since this server loaded it: these codes would not compare with the
+                # catalogue's. The server switches to the new model within seconds (search_api.engine.follow).
+                raise WriteBusy("the collection was re-encoded with a new model; the server is switching to it, try "
+                                "again in a few seconds")
             known = self.catalog.ids_of([p[0] for p in prepared])  # the uploads already catalogued
             rows: list = []
             results: dict[str, bool] = {}  # relpath -> whether this request stored it
@@ -110,6 +129,7 @@ class CollectionWriter:
                 with self.catalog.conn:  # the commit point
                     self.catalog.upsert(rows)
                     self.catalog.bump_generation()
+                self.committed()
             ids = self.catalog.ids_of(list(results))
             if rows:
                 self.vectors.add(np.array([ids[r.relpath] for r in rows]), np.stack([r.code for r in rows]))
@@ -136,6 +156,7 @@ class CollectionWriter:
                     st = path.stat()
                     self.catalog.record_skipped([(record.relpath, st.st_size, st.st_mtime_ns, DELETED)])
                 self.catalog.bump_generation()
+            self.committed()
             self.vectors.remove([image_id])
             if record.relpath.startswith(f"{UPLOADS}/"):
                 path.unlink(missing_ok=True)

@@ -60,15 +60,18 @@ def _response(result: SearchResult, k: int, offset: int) -> Response:
     eng = engine()
     body = {
         "results": [
-            {"id": h.id, "path": h.path, "distance": round(h.distance, 6), "score": significant(eng.score(h.distance)),
-             "percentile": eng.percentile(h.distance), "copy": h.copy, "thumbnail": f"/api/images/{h.id}/thumbnail"}
+            {"id": h.id, "path": h.path, "distance": round(h.distance, 6),
+             "score": significant(eng.score(h.distance, result.served)),
+             "percentile": eng.percentile(h.distance, result.served), "copy": h.copy,
+             "thumbnail": f"/api/images/{h.id}/thumbnail"}
             for h in result.hits
         ],
         "took_ms": round(result.took_ms, 2),
         "k": k,
         "offset": offset,
         "images": eng.images,
-        "model": eng.model_id,
+        "model": eng.model_id if result.served is None else result.served.collection.encoder.model_id,
+        "generation": eng.generation if result.served is None else result.served.generation,
     }
     if result.query is not None:
         body["query"] = result.query

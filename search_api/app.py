@@ -33,8 +33,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider's; keep results first
     engine = app.extensions["lookalike.engine"] = Engine(app.config["INDEX_DIR"], app.config["THUMBNAIL_SIZE"],
                                                          writable=bool(app.config.get("API_TOKEN")))
+    engine.start_following(app.config["FOLLOW_SECONDS"])  # pick up what builds publish, without a restart
     errors.register(app)
-    metrics.register(app, lambda: engine.images, engine.collection.encoder.info["variant"], engine.model_id)
+    metrics.register(app, engine)
     app.register_blueprint(api.bp)
     app.register_blueprint(web.bp)
     return app

@@ -1,10 +1,12 @@
 """Engine: a collection loaded once, answering searches by image, by id, and serving images by id."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +15,14 @@ from typing import Any
 import numpy as np
 
 from encoder.preprocess import ImageError
+from encoder.store import ModelError
 from indexer.collection import Collection, Hit
 from indexer.copies import sketches
 from indexer.duplicates import DEFAULT_CHECK
 from indexer.explore import duplicates_report, outliers_report
+from indexer.lock import CollectionBusy
 from indexer.neighbours import percentile
+from indexer.vectors import saved_generation
 from indexer.writes import Added, CollectionWriter
 from search_api.batcher import MicroBatcher
 
@@ -26,6 +31,7 @@ log = logging.getLogger(__name__)
 # Models trained before encoder.novelty existed: a query reconstructed worse than this share of the collection
 # is "unlike" it (the only rule they can have; it flags digits, not simple images, and ~3% of unseen photos).
 UNUSUAL_PERCENTILE = 99.0
+OLD_BATCHER_GRACE = 60.0  # seconds an old model's query batcher keeps running after a switch to a new model
 
 
 class NotFound(LookupError):
@@ -39,31 +45,136 @@ class SearchResult:
     hits: list[Hit]
     took_ms: float
     query: dict[str, Any] | None = None
+    served: Served | None = None  # the generation that answered: its score scale and percentiles present the hits
+
+
+@dataclass(frozen=True)
+class Served:
+    """One generation of the collection as it is served; a switch replaces it whole, so a request that took it
+    answers from one generation start to end."""
+
+    collection: Collection
+    batcher: MicroBatcher  # the encoder pass of queries, batched; one per loaded encoder
+    scale: float  # the distance that scores 0.5 (indexer.collection.calibration)
+    error_quantiles: np.ndarray  # (1001,) or (0,)
+    nn_quantiles: np.ndarray  # (1001,) or (0,)
+
+    @property
+    def generation(self) -> int:
+        """The catalogue generation of the saved vectors being served (writes made since are on top of them)."""
+        return self.collection.vectors.generation
 
 
 class Engine:
-    """Thread-safe search over one collection; everything heavy is loaded in the constructor, once."""
+    """Thread-safe search over one collection; everything heavy is loaded in the constructor, once.
+
+    It follows its collection: `follow()` (called every few seconds by a thread from `start_following`) switches to
+    the vectors a build has published since, reusing the loaded encoder unless the build retrained it. Requests take
+    the served generation once (`self._served`) and finish on it; the switch is one assignment.
+    """
 
     def __init__(self, index_dir: str | os.PathLike, thumbnail_size: int = 256, writable: bool = False):
-        self.collection = Collection.open(index_dir, save_stale=writable)  # a writing server keeps its writes' vectors
+        self.index_dir = Path(index_dir)
+        self.writable = writable
+        collection = Collection.open(index_dir, save_stale=writable)  # a writing server keeps its writes' vectors
         self.thumbnail_size = thumbnail_size
-        self.root = self.collection.images_root
-        self.writer = self.collection.writer() if writable else None
-        # Measured at build time for this generation (see indexer.collection.calibration): start-up reads no codes.
-        calibration = self.collection.calibration
-        self._scale = float(calibration.get("score_scale", 1.0)) or 1.0
-        self._error_quantiles = np.asarray(calibration.get("error_quantiles", []), np.float64)  # (1001,) or (0,)
-        self._nn_quantiles = np.asarray(calibration.get("nn_quantiles", []), np.float64)  # (1001,) or (0,)
+        self._served = self._serve(collection)
+        self.writer = collection.writer() if writable else None
         self._thumbnail = functools.lru_cache(maxsize=4096)(self._make_thumbnail)
-        self._warm_up()
-        self._batcher = MicroBatcher(self.collection.encoder.encode_for_query)
-        log.info("engine ready: %d images, model %s, score scale %.4f", self.images,
-                 self.collection.encoder.model_id[:19], self._scale)
+        self.switches = 0  # generations switched to since start-up, for /metrics
+        self._switching = threading.Lock()
+        self._following: tuple[threading.Thread, threading.Event] | None = None
+        log.info("engine ready: %d images, generation %d, model %s, score scale %.4f", self.images,
+                 self._served.generation, self.model_id[:19], self._served.scale)
 
-    def _warm_up(self) -> None:
-        # The first call of a tf.function traces the graph (~0.2 s); pay that at start-up, not on a user's query.
-        encoder = self.collection.encoder
-        encoder.encode_for_query(np.zeros((1, encoder.image_size, encoder.image_size, encoder.channels), np.uint8))
+    @staticmethod
+    def _serve(collection: Collection, previous: Served | None = None) -> Served:
+        """What requests need from `collection`; the previous generation's batcher is kept when the encoder is."""
+        # Measured at build time for this generation (see indexer.collection.calibration): start-up reads no codes.
+        calibration = collection.calibration
+        if previous is not None and previous.collection.encoder is collection.encoder:
+            batcher = previous.batcher
+        else:
+            encoder = collection.encoder
+            # The first call of a tf.function traces the graph (~0.2 s): pay it here, not on a user's query.
+            encoder.encode_for_query(np.zeros((1, encoder.image_size, encoder.image_size, encoder.channels), np.uint8))
+            batcher = MicroBatcher(encoder.encode_for_query)
+        return Served(collection, batcher, float(calibration.get("score_scale", 1.0)) or 1.0,
+                      np.asarray(calibration.get("error_quantiles", []), np.float64),
+                      np.asarray(calibration.get("nn_quantiles", []), np.float64))
+
+    @property
+    def collection(self) -> Collection:
+        """The collection being served now."""
+        return self._served.collection
+
+    @property
+    def generation(self) -> int:
+        """The catalogue generation whose saved vectors are served (see Served.generation)."""
+        return self._served.generation
+
+    @property
+    def root(self) -> Path | None:
+        """The indexed folder, as recorded by the last build."""
+        return self.collection.images_root
+
+    # Following the collection ---------------------------------------------------------------------------------
+
+    def follow(self) -> bool:
+        """Switch to the vectors a build published since the served ones, if any; True when it switched.
+
+        Nothing a request holds is closed: a request that took the old generation finishes on it. The switch is
+        skipped (and tried again at the next call) while a build is still writing, or when a write of this server
+        lands between opening the new generation and switching to it.
+        """
+        saved = saved_generation(self.index_dir)
+        if saved is None or saved <= self.generation:
+            return False
+        with self._switching:
+            old = self._served
+            try:
+                collection = Collection.open(self.index_dir, save_stale=self.writable, encoder=old.collection.encoder,
+                                             rebuild_if_busy=False)
+            except (CollectionBusy, FileNotFoundError, OSError) as why:
+                log.debug("generation %d is not ready to serve yet: %s", saved, why)
+                return False
+            except ModelError as why:  # a broken or foreign model: keep serving the last good generation
+                log.warning("not switching to generation %d: %s", saved, why)
+                return False
+            pause = self.writer.paused() if self.writer is not None else contextlib.nullcontext()
+            with pause:
+                collection.catch_up()  # the catalogue as it is now, with no write of ours under way
+                if collection.generation() != collection.vectors.generation:  # a write of ours slipped in
+                    collection.close()
+                    return False
+                new = self._serve(collection, old)
+                if self.writer is not None:
+                    self.writer.retarget(collection.encoder, collection.vectors, collection.catch_up)
+                self._served = new
+            self.switches += 1
+        if new.batcher is not old.batcher:
+            # A request may still be encoding on the old model's batcher: stop it once they are surely done.
+            threading.Timer(OLD_BATCHER_GRACE, old.batcher.close).start()
+        log.info("now serving generation %d: %d images%s", new.generation, len(collection),
+                 "" if new.batcher is old.batcher else f", new model {collection.encoder.model_id[:19]}")
+        return True
+
+    def start_following(self, every: float) -> None:
+        """Call follow() every `every` seconds in a daemon thread until close() (0: never)."""
+        if every <= 0 or self._following is not None:
+            return
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.wait(every):
+                try:
+                    self.follow()
+                except Exception:  # noqa: BLE001 - the follower must outlive one bad attempt; it tries again
+                    log.exception("following the collection failed; trying again in %.0f s", every)
+
+        thread = threading.Thread(target=run, name="lookalike-follower", daemon=True)
+        thread.start()
+        self._following = (thread, stop)
 
     @property
     def images(self) -> int:
@@ -75,22 +186,22 @@ class Engine:
         """'sha256:<hex>' of the encoder."""
         return self.collection.encoder.model_id
 
-    def score(self, distance: float) -> float:
+    def score(self, distance: float, served: Served | None = None) -> float:
         """Similarity in (0, 1]: 1 for identical codes, 0.5 at the typical 10th-neighbour distance."""
-        return math.exp(-math.log(2) * distance / self._scale)
+        return math.exp(-math.log(2) * distance / (served or self._served).scale)
 
-    def percentile(self, distance: float) -> float:
+    def percentile(self, distance: float, served: Served | None = None) -> float:
         """0-100: the share of the collection's nearest-neighbour distances larger than `distance`."""
-        return round(float(percentile(distance, self._nn_quantiles)), 2)
+        return round(float(percentile(distance, (served or self._served).nn_quantiles)), 2)
 
-    def _unusualness(self, pixels: np.ndarray, error: float, latent: np.ndarray) -> dict[str, Any]:
+    def _unusualness(self, served: Served, pixels: np.ndarray, error: float, latent: np.ndarray) -> dict[str, Any]:
         """What the model makes of a query: its error, each out-of-domain signal's percentile, which fired."""
-        quantiles = self._error_quantiles
+        quantiles = served.error_quantiles
         percentile = 0.0
         if len(quantiles):  # the share of the collection reconstructed better, interpolated between 0.1% steps
             percentile = float(np.interp(error, quantiles, np.linspace(0, 100, len(quantiles))))
         facts = {"reconstruction_error": round(error, 6), "error_percentile": round(float(percentile), 2)}
-        judged = self.collection.encoder.judge(pixels[None], np.array([error]), latent[None])
+        judged = served.collection.encoder.judge(pixels[None], np.array([error]), latent[None])
         if judged is None:
             reasons = ["error"] if percentile > UNUSUAL_PERCENTILE else []
             return facts | {"unusual": bool(reasons), "reasons": reasons, "signals": {}}
@@ -102,30 +213,35 @@ class Engine:
         started = time.perf_counter()
         from encoder.preprocess import load_image
 
-        encoder = self.collection.encoder
+        served = self._served  # one generation for the whole request
+        encoder = served.collection.encoder
         # Decoding runs in the request's thread (in parallel); the encoder pass is batched with concurrent queries.
         pixels = load_image(data, encoder.image_size, encoder.channels).pixels  # (S, S, C)
-        code, error, latent = self._batcher.encode(pixels)  # (d,), (), (d,)
-        hits = self.collection.neighbours(code, k, offset, sketch=sketches(pixels[None])[0])
-        query = self._unusualness(pixels, float(error), latent)
-        return SearchResult(hits, (time.perf_counter() - started) * 1000, query)
+        code, error, latent = served.batcher.encode(pixels)  # (d,), (), (d,)
+        hits = served.collection.neighbours(code, k, offset, sketch=sketches(pixels[None])[0])
+        query = self._unusualness(served, pixels, float(error), latent)
+        return SearchResult(hits, (time.perf_counter() - started) * 1000, query, served)
 
     def search_id(self, image_id: int, k: int, offset: int = 0) -> SearchResult:
         """Neighbours of an indexed image, the image itself left out."""
         started = time.perf_counter()
-        code = self.collection.code_of(image_id)
+        served = self._served
+        code = served.collection.code_of(image_id)
         if code is None:
             raise NotFound(f"no image with id {image_id}")
-        hits = self.collection.neighbours(code, k, offset, exclude=image_id, sketch=self.collection.sketch_of(image_id))
-        return SearchResult(hits, (time.perf_counter() - started) * 1000)
+        hits = served.collection.neighbours(code, k, offset, exclude=image_id,
+                                            sketch=served.collection.sketch_of(image_id))
+        return SearchResult(hits, (time.perf_counter() - started) * 1000, None, served)
 
     def image_path(self, image_id: int) -> Path:
         """The file of an indexed image, guaranteed to lie inside the indexed folder."""
-        relpath = self.collection.relpath_of(image_id)
-        if relpath is None or self.root is None:
+        collection = self.collection
+        relpath = collection.relpath_of(image_id)
+        root = collection.images_root
+        if relpath is None or root is None:
             raise NotFound(f"no image with id {image_id}")
-        path = (self.root / relpath).resolve()
-        if not path.is_relative_to(self.root.resolve()) or not path.is_file():
+        path = (root / relpath).resolve()
+        if not path.is_relative_to(root.resolve()) or not path.is_file():
             raise NotFound(f"the file of image {image_id} is no longer available; re-run the indexer")
         return path
 
@@ -210,12 +326,20 @@ class Engine:
                 "y": np.round(points.xy[:, 1], 5).tolist(), "group": points.group.tolist(), "groups": points.groups}
 
     def close(self) -> None:
-        """Stop the encoder thread and release the catalogue."""
-        self._batcher.close()
-        if self.writer is not None:
-            self.writer.close()
-        self.collection.close()
+        """Stop following, the encoder thread, and release the catalogue."""
+        if self._following is not None:
+            thread, stop = self._following
+            stop.set()
+            thread.join(timeout=10)
+        with self._switching:
+            served = self._served
+            served.batcher.close()
+            if self.writer is not None:
+                self.writer.close()
+            served.collection.close()
 
     def describe(self) -> dict[str, Any]:
-        """The collection and model, for /api/info."""
-        return {"images": self.images, **self.collection.encoder.describe()}
+        """The collection, the generation served and the model, for /api/info."""
+        served = self._served
+        return {"images": len(served.collection), "generation": served.generation,
+                **served.collection.encoder.describe()}

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response, current_app, g, request
+
+if TYPE_CHECKING:
+    from search_api.engine import Engine
 
 bp = Blueprint("metrics", __name__)
 
@@ -15,8 +19,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 
 class Metrics:
     """The app's own registry (not the process-global one: several apps may live in one process, as in tests)."""
 
-    def __init__(self, images: Callable[[], int], variant: str, model: str):
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+    def __init__(self, engine: Engine):
+        from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.registry = CollectorRegistry()
         self.requests = Counter("lookalike_http_requests", "HTTP requests answered, by route, method and status",
@@ -24,11 +28,7 @@ class Metrics:
         self.latency = Histogram("lookalike_http_request_duration_seconds",
                                  "Time from request to response, by route", ["route"], buckets=LATENCY_BUCKETS,
                                  registry=self.registry)
-        # Read at each scrape: writes over HTTP change the count while the server runs.
-        Gauge("lookalike_collection_images", "Images in the collection being served",
-              registry=self.registry).set_function(images)
-        Info("lookalike_model", "The encoder serving queries", registry=self.registry).info(
-            {"variant": variant, "model": model})
+        self.registry.register(ServedCollector(engine))
 
     def watch_queue(self, depth: Callable[[], int]) -> None:
         """Export the HTTP server's count of requests waiting for a thread, read at each scrape."""
@@ -43,9 +43,32 @@ def _route() -> str:
     return request.url_rule.rule if request.url_rule is not None else "unmatched"
 
 
-def register(app: Flask, images: Callable[[], int], variant: str, model: str) -> None:
+class ServedCollector:
+    """What the engine serves, read at each scrape: it changes with HTTP writes and when a build's generation is
+    switched to."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def collect(self) -> Iterator:
+        """The collection's size, the generation served, the switches so far and the model."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+
+        served = self.engine._served  # one generation for every figure of this scrape
+        yield GaugeMetricFamily("lookalike_collection_images", "Images in the collection being served",
+                                value=len(served.collection))
+        yield GaugeMetricFamily("lookalike_collection_generation",
+                                "Catalogue generation of the saved vectors being served", value=served.generation)
+        yield CounterMetricFamily("lookalike_collection_switches", "Switches to a generation a build published, "
+                                  "without a restart", value=self.engine.switches)
+        encoder = served.collection.encoder
+        yield InfoMetricFamily("lookalike_model", "The encoder serving queries",
+                               value={"variant": str(encoder.info["variant"]), "model": encoder.model_id})
+
+
+def register(app: Flask, engine: Engine) -> None:
     """Count and time every request of `app`, and serve the figures at /metrics."""
-    metrics = Metrics(images, variant, model)
+    metrics = Metrics(engine)
     app.extensions["lookalike.metrics"] = metrics
 
     @app.before_request

@@ -5,7 +5,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from encoder.options import positive_number, whole_number
+from encoder.options import non_negative_number, positive_number, whole_number
 from indexer.settings import Setting
 from indexer.settings import from_environment as read_settings
 
@@ -56,6 +56,9 @@ SETTINGS: tuple[Setting, ...] = (
             "bearer token that allows writes (`POST /api/images`, `DELETE /api/images/ID`); unset: writes are "
             "disabled. Environment only, so that it never shows in a process list", secret=True),
     Setting("LOG_LEVEL", "LOOKALIKE_LOG_LEVEL", "INFO", log_level, "logging level (DEBUG, INFO, WARNING)"),
+    Setting("FOLLOW_SECONDS", "LOOKALIKE_FOLLOW_SECONDS", 2.0, non_negative_number,
+            "how often the server looks for vectors a build has published, and switches to them without a restart "
+            "(0: never; restart to see a build)", "--follow-seconds"),
 )
 
 

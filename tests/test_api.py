@@ -23,7 +23,7 @@ from search_api.client import SearchClient, SearchError
 from tests.support import start_server, stop_server
 
 N_IMAGES = 40  # the good images of the tiny collection (it also holds a corrupt, an empty and a text file)
-SEARCH_KEYS = ["results", "took_ms", "k", "offset", "images", "model", "query"]
+SEARCH_KEYS = ["results", "took_ms", "k", "offset", "images", "model", "generation", "query"]
 HIT_KEYS = {"id", "path", "distance", "score", "percentile", "copy", "thumbnail"}
 
 
@@ -662,8 +662,10 @@ def test_metrics_count_requests_by_route_and_status(via, tiny_collection):
     assert delta("lookalike_http_request_duration_seconds_count", route="/api/search") == 3
     assert delta("lookalike_http_request_duration_seconds_bucket", route="/api/search", le="+Inf") == 3
     assert after[("lookalike_collection_images", ())] == N_IMAGES
-    model = via.get("/api/info").json()["model"]
-    assert after[("lookalike_model_info", (("model", model), ("variant", DEFAULT_VARIANT)))] == 1
+    info = via.get("/api/info").json()
+    assert after[("lookalike_model_info", (("model", info["model"]), ("variant", DEFAULT_VARIANT)))] == 1
+    assert after[("lookalike_collection_generation", ())] == info["generation"] > 0
+    assert after[("lookalike_collection_switches_total", ())] == 0  # nothing was built while it ran
 
 
 def test_significant_keeps_tiny_scores_above_zero():

@@ -10,7 +10,7 @@ import pytest
 
 from encoder.options import ModelOptions, TrainConfig, default_of, flag_fields, flag_help
 from indexer import settings as indexer_settings
-from indexer.__main__ import _parser
+from indexer.__main__ import _options, _parser
 from tests.support import REPO
 
 
@@ -74,6 +74,19 @@ def test_indexer_settings_come_from_the_environment_with_their_defaults():
     assert (args.workers, args.max_train_images, args.commit_batch) == (3, 500, 64)
     args = _parser_with(env).parse_args(["build", "imgs", "--index", "ix", "--workers", "1"])
     assert args.workers == 1  # a flag beats the environment
+    env = {"LOOKALIKE_ENGINE": "ray", "LOOKALIKE_RAY_ADDRESS": "10.0.0.5:6379", "LOOKALIKE_RAY_ENCODERS": "4"}
+    options = _options(_parser_with(env).parse_args(["build", "imgs", "--index", "ix", "--ray-encoders", "2"]))
+    assert (options.engine, options.ray_address, options.ray_encoders) == ("ray", "10.0.0.5:6379", 2)
+    assert _options(_parser().parse_args(["build", "imgs", "--index", "ix"])).engine == "local"
+
+
+def test_the_ray_engine_without_its_extra_is_a_clear_error(tmp_path, monkeypatch):
+    from indexer import ray_engine
+    from indexer.build import BuildError, BuildOptions, _engine
+
+    monkeypatch.setattr(ray_engine, "ray_available", lambda: False)
+    with pytest.raises(BuildError, match=r"--engine ray needs the optional Ray extra: pip install 'lookalike\[ray\]'"):
+        _engine(BuildOptions(engine="ray"))
 
 
 def _parser_with(env: dict[str, str]):
@@ -84,7 +97,8 @@ def _parser_with(env: dict[str, str]):
 
 
 @pytest.mark.parametrize("env,raw", [("LOOKALIKE_WORKERS", "x"), ("LOOKALIKE_WORKERS", "-1"),
-                                     ("LOOKALIKE_MAX_TRAIN_IMAGES", "0"), ("LOOKALIKE_COMMIT_BATCH", "1.5")])
+                                     ("LOOKALIKE_MAX_TRAIN_IMAGES", "0"), ("LOOKALIKE_COMMIT_BATCH", "1.5"),
+                                     ("LOOKALIKE_ENGINE", "spark"), ("LOOKALIKE_RAY_ENCODERS", "-2")])
 def test_a_bad_indexer_setting_is_one_line_in_process(env, raw, monkeypatch, capsys):
     from indexer.__main__ import main
 

@@ -32,6 +32,7 @@ GOOD = {
     "LOOKALIKE_THUMBNAIL_SIZE": ("128", 128),
     "LOOKALIKE_LOG_LEVEL": ("debug", "DEBUG"),
     "LOOKALIKE_API_TOKEN": (" s3cret-token-0123456789 ", "s3cret-token-0123456789"),
+    "LOOKALIKE_FOLLOW_SECONDS": ("0.5", 0.5),
 }
 # Malformed or out-of-range raw values: each must be refused, naming the variable.
 BAD = {
@@ -45,6 +46,7 @@ BAD = {
     "LOOKALIKE_THUMBNAIL_SIZE": ["0", "-16", "big"],
     "LOOKALIKE_LOG_LEVEL": ["LOUD", "verbose"],
     "LOOKALIKE_API_TOKEN": ["short", "has a space in it here", "tab\tseparated-token-value"],
+    "LOOKALIKE_FOLLOW_SECONDS": ["-1", "often", "nan"],
 }
 
 

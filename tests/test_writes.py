@@ -141,6 +141,7 @@ def test_pages_stay_full_in_the_moment_between_a_removal_and_its_vectors(client,
     before = search(client, query, k=10)
     with Catalog(index) as catalog, catalog.conn:  # the catalogue half of a removal, the vectors not yet told
         catalog.remove([h["path"] for h in before[:3]])
+    client.application.extensions["lookalike.engine"].collection.catch_up()  # what the writer does after a commit
     after = search(client, query, k=10)
     assert len(after) == 10 and not {h["id"] for h in before[:3]} & {h["id"] for h in after}
     assert [h["id"] for h in after[:7]] == [h["id"] for h in before[3:]]
