@@ -24,7 +24,7 @@ from indexer.catalog import Catalog
 from indexer.collection import MODEL_KEY, check_model_matches, load_vectors
 from indexer.commit import SKIPPED_FILE, commit_batches, write_skip_report
 from indexer.decode import DecodedFile, stack_pixels
-from indexer.engine import EncodeJob, Engine, LocalEngine
+from indexer.engine import EncodeJob, Engine, EngineFailed, LocalEngine
 from indexer.lock import CollectionBusy, exclusive
 from indexer.plan import plan
 from indexer.scan import FileEntry, ScanResult, scan
@@ -194,9 +194,12 @@ def _index(root: Path, index_dir: Path, found: ScanResult, catalog: Catalog, inf
                     commit_every=options.commit_every, decoded=predecoded)
     stage = time.perf_counter()
     # The one place that picks the engine: it runs decode + encode; the commit stays here, in this process.
-    with _engine(options).run(job) as batches:
-        report.timings["load_model"] = time.perf_counter() - stage
-        committed = commit_batches(catalog, batches, options.commit_every)
+    try:
+        with _engine(options).run(job) as batches:
+            report.timings["load_model"] = time.perf_counter() - stage
+            committed = commit_batches(catalog, batches, options.commit_every)
+    except EngineFailed as why:  # the batches committed before stay; the same command resumes after them
+        raise BuildError(f"{why}; what was indexed before is kept: run the same command again to continue") from None
     report.timings["index"] = time.perf_counter() - stage  # load + decode + encode + commit, overlapped
     report.indexed = committed.indexed
     report.skipped.extend(committed.skipped)

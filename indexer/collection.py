@@ -105,6 +105,8 @@ def _load_or_refresh(catalog: Catalog, index_dir: Path, code_size: int, save: bo
                 return load_vectors(catalog, index_dir, code_size, save=True)
         except (CollectionBusy, OSError) as why:
             if not rebuild_if_busy:
+                if isinstance(why, OSError):  # not a build at work: a problem the operator should hear of
+                    log.warning("the vectors are older than the catalogue and cannot be saved: %s", why)
                 raise CollectionBusy(f"the vectors are older than the catalogue and cannot be saved now ({why})") \
                     from None
             log.warning("the vectors are older than the catalogue and cannot be saved now (%s): rebuilding them in "
@@ -224,6 +226,16 @@ class Collection:
         root = self.images_root
         return None if root is None else CollectionWriter(self.index_dir, root, self.encoder, self.vectors,
                                                           self.catch_up)
+
+    def renew_snapshot(self) -> bool:
+        """Read the catalogue as it is now if no build is writing it (a build's rows wait for its vectors); True when
+        renewed. A caller that writes holds its own writes off meanwhile."""
+        try:
+            with exclusive(self.index_dir):  # held for a moment: nobody commits while the snapshot is taken
+                self.catch_up()
+            return True
+        except (CollectionBusy, OSError):  # a build is running, or the folder is read-only to us: keep the snapshot
+            return False
 
     def catch_up(self) -> None:
         """Read the catalogue as it is now: called after this server's own writes commit (no build runs then, as

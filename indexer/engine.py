@@ -49,6 +49,10 @@ class EncodedBatch:
     failed: list[tuple[FileEntry, str]]  # (file, reason)
 
 
+class EngineFailed(RuntimeError):
+    """An engine could not run or finish its job; what it yielded before was committed and is kept."""
+
+
 class Engine(Protocol):
     """Runs decode + encode for a build; the build's writer commits what it yields."""
 

@@ -27,7 +27,7 @@ import numpy as np
 from indexer.catalog import NewImage
 from indexer.copies import SKETCH_BYTES
 from indexer.decode import DecodedFile, decode_file
-from indexer.engine import EncodedBatch, EncodeJob, encode_batch
+from indexer.engine import EncodedBatch, EncodeJob, EngineFailed, encode_batch
 from indexer.scan import FileEntry
 
 log = logging.getLogger(__name__)
@@ -131,10 +131,16 @@ class RayEngine:
 
         started_here = not ray.is_initialized()
         if started_here:
-            connect(self.address, self.cpus)
+            try:
+                connect(self.address, self.cpus)
+            except (ConnectionError, RuntimeError, ValueError) as why:
+                raise EngineFailed(f"cannot reach the Ray cluster at {self.address or 'a local instance'}: "
+                                   f"{_first_line(why)}") from None
         try:
+            # job.decoded (the training sample, decoded on the driver) is not shipped: decoding those files again in
+            # the tasks costs less than sending their pixels to the cluster, and gives the same pixels.
             dataset = self._dataset(job)
-            yield (encoded_batch(b) for b in dataset.iter_batches(batch_size=None, batch_format="numpy"))
+            yield _stream(dataset)
         finally:
             if started_here:
                 ray.shutdown()
@@ -149,6 +155,9 @@ class RayEngine:
         context.enable_progress_bars = self.progress
         cpus = int(ray.cluster_resources().get("CPU", 1))
         encoders = self.encoders or max(1, cpus // 2)
+        if encoders >= cpus:  # the actors hold their CPUs for the whole run: decoding would never be scheduled
+            raise EngineFailed(f"{encoders} encoder actors leave none of the cluster's {cpus} CPUs for decoding; "
+                               f"use --ray-encoders {max(1, cpus - 1)} or fewer")
         log.info("Ray: %d CPUs in the cluster, %d encoder actors, %d files in tasks of %d", cpus, encoders,
                  len(job.entries), FILES_PER_TASK)
         table = pa.table({"relpath": [e.relpath for e in job.entries], "size": [e.size for e in job.entries],
@@ -164,6 +173,23 @@ class RayEngine:
                                                     "threads": 1}))
 
 
+def _stream(dataset: Any) -> Iterator[EncodedBatch]:
+    """The dataset's blocks as EncodedBatches, in plan order; a failure on the cluster becomes EngineFailed."""
+    from ray.exceptions import RayError
+
+    try:
+        for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            yield encoded_batch(block)
+    except RayError as why:
+        raise EngineFailed(f"the Ray engine failed: {_first_line(why)}") from why
+
+
+def _first_line(error: BaseException) -> str:
+    """The last non-empty line of an error's text: for Ray's wrapped errors, the original exception."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
 def connect(address: str = "", cpus: int | None = None) -> None:
     """Join the cluster at `address`, or start a local instance with `cpus`; workers import lookalike from the
     same folder as this process (on a real cluster: where it is installed on every node)."""
@@ -172,5 +198,6 @@ def connect(address: str = "", cpus: int | None = None) -> None:
     path = os.pathsep.join(p for p in (PACKAGES_ROOT, os.environ.get("PYTHONPATH", "")) if p)
     runtime_env = {"env_vars": {"PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2"}}
     log.info("Ray: %s", f"joining the cluster at {address}" if address else "starting a local instance")
-    ray.init(address=address or None, num_cpus=None if address else cpus, runtime_env=runtime_env,
+    # "local": a new local instance even where RAY_ADDRESS names a cluster (LOOKALIKE_RAY_ADDRESS is ours to say).
+    ray.init(address=address or "local", num_cpus=None if address else cpus, runtime_env=runtime_env,
              include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)

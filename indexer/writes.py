@@ -32,6 +32,7 @@ from indexer.lock import CollectionBusy, exclusive
 log = logging.getLogger(__name__)
 
 UPLOADS = "uploads"
+WRITE_WAIT = 0.5  # seconds a write waits for the collection's lock before answering busy
 DELETED = "deleted over HTTP"
 # A stored upload's extension, by the format its bytes are in: the scanner picks files by extension.
 EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp",
@@ -86,7 +87,9 @@ class CollectionWriter:
     def _exclusive(self) -> Iterator[None]:
         with self._lock, ExitStack() as held:
             try:
-                held.enter_context(exclusive(self.index_dir))  # the lock `indexer build` takes
+                # The lock `indexer build` takes. A moment's wait rides out another server renewing its snapshot
+                # under it (search_api.engine.follow); a build holds it for minutes.
+                held.enter_context(exclusive(self.index_dir, wait=WRITE_WAIT))
             except CollectionBusy:
                 raise WriteBusy("an indexer build is running on this collection; try again when it ends") from None
             yield

@@ -69,7 +69,7 @@ def _response(result: SearchResult, k: int, offset: int) -> Response:
         "took_ms": round(result.took_ms, 2),
         "k": k,
         "offset": offset,
-        "images": eng.images,
+        "images": eng.images if result.served is None else len(result.served.collection),
         "model": eng.model_id if result.served is None else result.served.collection.encoder.model_id,
         "generation": eng.generation if result.served is None else result.served.generation,
     }

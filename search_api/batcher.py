@@ -27,6 +27,8 @@ class MicroBatcher:
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[tuple[np.ndarray, Future] | None] = queue.SimpleQueue()
         self._worker = threading.Thread(target=self._run, name="lookalike-encoder", daemon=True)
+        self._closed = False
+        self._closing = threading.Lock()  # nothing is queued behind the stop: it would wait for ever
         self._worker.start()
         self.batches = 0  # calls of fn, for tests and /metrics
         self.images = 0
@@ -34,12 +36,20 @@ class MicroBatcher:
     def encode(self, pixels: np.ndarray) -> tuple:
         """One image (S, S, C) uint8 -> its row of each array `fn` returns (code (d,), error…); blocks until done."""
         future: Future = Future()
-        self._queue.put((pixels, future))
+        with self._closing:
+            queued = not self._closed
+            if queued:
+                self._queue.put((pixels, future))
+        if not queued:
+            # Closed (a server switched to a new model): a late caller of the old one is encoded in its own thread.
+            return tuple(output[0] for output in self.fn(pixels[None]))
         return future.result()
 
     def close(self) -> None:
-        """Stop the worker after the images already queued."""
-        self._queue.put(None)
+        """Stop the worker after the images already queued; later calls encode in the caller's thread."""
+        with self._closing:
+            self._closed = True
+            self._queue.put(None)
         self._worker.join(timeout=10)
 
     def _run(self) -> None:

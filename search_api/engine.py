@@ -124,40 +124,44 @@ class Engine:
         """Switch to the vectors a build published since the served ones, if any; True when it switched.
 
         Nothing a request holds is closed: a request that took the old generation finishes on it. The switch is
-        skipped (and tried again at the next call) while a build is still writing, or when a write of this server
-        lands between opening the new generation and switching to it.
+        skipped (and tried again at the next call) while a build is still writing. With nothing to switch to, the
+        searches' catalogue snapshot is renewed when no build is writing: they see other servers' writes, and the
+        WAL that the snapshot pins can be checkpointed.
         """
         saved = saved_generation(self.index_dir)
         if saved is None or saved <= self.generation:
+            with self._paused_writes():
+                self.collection.renew_snapshot()
             return False
-        with self._switching:
+        with self._switching, self._paused_writes():  # no write of ours can land between the open and the switch
             old = self._served
             try:
                 collection = Collection.open(self.index_dir, save_stale=self.writable, encoder=old.collection.encoder,
                                              rebuild_if_busy=False)
-            except (CollectionBusy, FileNotFoundError, OSError) as why:
+            except CollectionBusy as why:
                 log.debug("generation %d is not ready to serve yet: %s", saved, why)
                 return False
-            except ModelError as why:  # a broken or foreign model: keep serving the last good generation
+            except (ModelError, OSError) as why:  # broken, foreign or unreadable: keep serving the last good one
                 log.warning("not switching to generation %d: %s", saved, why)
                 return False
-            pause = self.writer.paused() if self.writer is not None else contextlib.nullcontext()
-            with pause:
-                collection.catch_up()  # the catalogue as it is now, with no write of ours under way
-                if collection.generation() != collection.vectors.generation:  # a write of ours slipped in
-                    collection.close()
-                    return False
-                new = self._serve(collection, old)
-                if self.writer is not None:
-                    self.writer.retarget(collection.encoder, collection.vectors, collection.catch_up)
-                self._served = new
+            new = self._serve(collection, old)
+            if self.writer is not None:
+                self.writer.retarget(collection.encoder, collection.vectors, collection.catch_up)
+            self._served = new
             self.switches += 1
         if new.batcher is not old.batcher:
-            # A request may still be encoding on the old model's batcher: stop it once they are surely done.
-            threading.Timer(OLD_BATCHER_GRACE, old.batcher.close).start()
+            # Requests that took the old generation may still be encoding on its batcher: it finishes what it was
+            # given, and encodes whatever comes after it is closed in the caller's thread (MicroBatcher.close).
+            closing = threading.Timer(OLD_BATCHER_GRACE, old.batcher.close)
+            closing.daemon = True
+            closing.start()
         log.info("now serving generation %d: %d images%s", new.generation, len(collection),
                  "" if new.batcher is old.batcher else f", new model {collection.encoder.model_id[:19]}")
         return True
+
+    def _paused_writes(self) -> contextlib.AbstractContextManager:
+        """Hold off this server's HTTP writes (none when it takes none)."""
+        return self.writer.paused() if self.writer is not None else contextlib.nullcontext()
 
     def start_following(self, every: float) -> None:
         """Call follow() every `every` seconds in a daemon thread until close() (0: never)."""

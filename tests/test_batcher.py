@@ -63,3 +63,17 @@ def test_a_failing_batch_reaches_its_callers_and_the_worker_lives_on(encoder, ti
     code, error = batcher.encode(pixels_of(encoder, tiny_collection.images[:1])[0])
     assert code.shape == (encoder.code_size,) and float(error) >= 0
     batcher.close()
+
+
+def test_a_closed_batcher_encodes_late_callers_in_their_own_thread():
+    calls: list[int] = []
+
+    def fn(pixels: np.ndarray) -> tuple[np.ndarray]:
+        calls.append(threading.get_ident())
+        return (pixels.reshape(len(pixels), -1).sum(axis=1),)
+
+    batcher = MicroBatcher(fn)
+    assert batcher.encode(np.full((2, 2, 1), 3, np.uint8))[0] == 12
+    batcher.close()  # a server switched to a new model; a request that took the old one arrives late
+    assert batcher.encode(np.full((2, 2, 1), 1, np.uint8))[0] == 4
+    assert calls[-1] == threading.get_ident() and calls[0] != threading.get_ident()

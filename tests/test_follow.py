@@ -199,3 +199,28 @@ def test_a_server_does_not_switch_while_a_build_is_still_writing(tmp_path):
         assert len(engine.collection) == 25 and engine.switches == 1
     finally:
         engine.close()
+
+
+def test_with_nothing_to_switch_to_the_server_renews_its_snapshot_between_builds(tmp_path):
+    from indexer.catalog import Catalog
+    from indexer.lock import exclusive
+    from search_api.engine import Engine
+
+    images, index = tmp_path / "images", tmp_path / "index"
+    paths = write_images(images, 20)
+    build(images, index, BuildOptions(image_size=16, code_size=8, epochs=2, workers=1, progress=False))
+    engine = Engine(index)  # read-only: another server takes the writes
+    try:
+        gone = engine.search_image(paths[4].read_bytes(), k=1).hits[0]
+        with exclusive(index), Catalog(index) as catalog, catalog.conn:  # that server's delete
+            catalog.remove([gone.path])
+            catalog.bump_generation()
+        assert gone.id in [h.id for h in engine.search_image(paths[4].read_bytes(), k=20).hits]  # the old snapshot
+        with exclusive(index):  # while a build holds the collection the snapshot stays
+            assert engine.follow() is False
+            assert gone.id in [h.id for h in engine.search_image(paths[4].read_bytes(), k=20).hits]
+        assert engine.follow() is False  # nothing to switch to, and nobody writing: the snapshot moves on
+        assert gone.id not in [h.id for h in engine.search_image(paths[4].read_bytes(), k=20).hits]
+        assert len(engine.search_image(paths[4].read_bytes(), k=19).hits) == 19  # pages stay full
+    finally:
+        engine.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.build import BuildOptions, build
+from indexer.build import BuildError, BuildOptions, build
 from indexer.catalog import Catalog
 from indexer.ray_engine import ray_available
 from tests.support import REPO, make_image, run_cli, write_images
@@ -104,6 +104,19 @@ def test_ray_makes_the_local_collection_first_run_and_incremental(trained, tmp_p
                                                                         len(local_run.skipped)) == (25, 5, 4)
     assert_same_collection(ray, local)
 
+    # A local build that trains first reuses its training sample's decodes: the ids still follow the paths.
+    trained_here = tmp_path / "trained-here"
+    build(folder, trained_here, BuildOptions(**MODEL, workers=2, max_train_images=60, progress=False))
+    rows = snapshot(trained_here)["rows"]
+    assert len(rows) == len(snapshot(local)["rows"])
+    assert [(r[0], r[1]) for r in rows] == list(enumerate(sorted(r[1] for r in rows), start=1))
+
+    # An impossible pool is a clear error, and loses nothing.
+    write_images(folder, 1, start=3000, sub="added")
+    with pytest.raises(BuildError, match="leave none of the cluster's .* CPUs for decoding"):
+        build(folder, ray, BuildOptions(engine="ray", ray_encoders=64, progress=False))
+    assert snapshot(ray)["rows"] == snapshot(local)["rows"]
+
 
 def test_a_two_node_cluster_makes_the_local_collection(trained, tmp_path):
     from ray.cluster_utils import Cluster
@@ -135,18 +148,20 @@ def test_a_killed_driver_loses_nothing_and_the_rerun_completes_the_collection(tr
     images, trained_index = trained
     folder = tmp_path / "images"
     shutil.copytree(images, folder)
-    write_images(folder, 640, start=2000, sub="more")  # enough batches of 16 for the kill to fall between
-    total = IMAGES + 640
+    write_images(folder, 1000, start=2000, sub="more")
+    total = IMAGES + 1000
     local, ray = fresh_copy(trained_index, tmp_path / "local"), fresh_copy(trained_index, tmp_path / "ray")
     build(folder, local, BuildOptions(workers=2, progress=False, commit_every=16))
+    # Transactions of 2 images: about 580 commits, each with its own fsync, spread the run's commits over more than
+    # the poll's interval, so the kill falls between them (the ids do not depend on the transaction size).
     command = [sys.executable, "-m", "indexer", "build", str(folder), "--index", str(ray), "--engine", "ray",
-               "--batch", "16", "-q"]
+               "--batch", "2", "-q"]
     driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               start_new_session=True)
     try:
         deadline = time.monotonic() + 300
         while committed_images(ray) == 0 and driver.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.01)
         assert driver.poll() is None, f"the build ended before it could be killed: {driver.stderr.read()[-2000:]}"
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and whatever it started, with no chance to clean up
         driver.wait(timeout=30)
