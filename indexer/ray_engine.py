@@ -37,7 +37,7 @@ ENCODE_BATCH = 256  # images per encoder call in an actor (encoder.embed's batch
 # What an encoder actor reserves besides its CPU: TensorFlow and a model. Declaring it also keeps Ray Data from
 # fusing the decode tasks into the actors (it fuses only stages with the same resources), so decoding spreads over
 # every free CPU instead of running inside the few encoder actors.
-ENCODER_MEMORY = 512 * 2**20
+ENCODER_MEMORY = 1024 * 2**20
 PACKAGES_ROOT = str(Path(__file__).resolve().parent.parent)  # holds encoder/, indexer/: put on the workers' path
 
 
