@@ -8,13 +8,18 @@ import logging
 import os
 import subprocess
 import sys
+import threading
+import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+
+import requests
 
 from benchmarks.harness import REPO, LiveServer, free_port, make_image, start_server, stop_server
 
 __all__ = ["CHROMIUM", "CHROMIUM_FLAGS", "REPO", "TINY", "Collection", "LiveServer", "free_port", "make_image",
-           "run_cli", "start_server", "stop_server", "write_images"]
+           "Searcher", "run_cli", "start_server", "stop_server", "wait_for", "write_images"]
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's; CI installs it, so its absence fails the browser tests
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -80,3 +85,58 @@ class Collection:
     images_dir: Path
     index_dir: Path
     images: list[Path]
+
+
+class Searcher:
+    """Threads searching the server without pause (by upload and by id) and tallying every answer."""
+
+    def __init__(self, url: str, payloads: list[bytes], ids: list[int], threads: int = 4):
+        self.url, self.payloads, self.ids = url, payloads, ids
+        self.tally: Counter = Counter()
+        self.problems: list[str] = []
+        self.generations: set[int] = set()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    def __enter__(self) -> Searcher:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+
+    def _run(self, number: int) -> None:
+        session = requests.Session()
+        i = number
+        while not self._stop.is_set():
+            i += 1
+            try:
+                if i % 2:
+                    response = session.post(f"{self.url}/api/search?k=5",
+                                            files={"image": ("q.png", self.payloads[i % len(self.payloads)])},
+                                            timeout=30)
+                else:
+                    response = session.get(f"{self.url}/api/search?id={self.ids[i % len(self.ids)]}&k=5", timeout=30)
+                body = response.json()
+                # Whole answers only: k results, each with every field, from one generation.
+                if response.status_code != 200 or len(body["results"]) != 5 or not all(
+                        {"id", "path", "distance", "score", "percentile"} <= set(r) for r in body["results"]):
+                    self.problems.append(f"{response.status_code}: {response.text[:300]}")
+                    continue
+                self.generations.add(body["generation"])
+                self.tally["ok"] += 1
+            except (requests.RequestException, ValueError, KeyError) as exc:
+                self.problems.append(repr(exc))
+
+
+def wait_for(condition, seconds: float = 120, every: float = 0.1):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"not true after {seconds} s")

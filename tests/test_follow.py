@@ -12,66 +12,11 @@ import requests
 
 from indexer.build import BuildOptions, build
 from indexer.vectors import saved_generation
-from tests.support import TINY, make_image, run_cli, start_server, stop_server, write_images
+from tests.support import TINY, Searcher, make_image, run_cli, start_server, stop_server, wait_for, write_images
 
 pytestmark = pytest.mark.slow  # trains tiny models and runs builds beside a server
 
 TOKEN = "follow-token-0123456789"
-
-
-class Searcher:
-    """Threads searching the server without pause (by upload and by id) and tallying every answer."""
-
-    def __init__(self, url: str, payloads: list[bytes], ids: list[int], threads: int = 4):
-        self.url, self.payloads, self.ids = url, payloads, ids
-        self.tally: Counter = Counter()
-        self.problems: list[str] = []
-        self.generations: set[int] = set()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
-
-    def __enter__(self) -> Searcher:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=30)
-
-    def _run(self, number: int) -> None:
-        session = requests.Session()
-        i = number
-        while not self._stop.is_set():
-            i += 1
-            try:
-                if i % 2:
-                    response = session.post(f"{self.url}/api/search?k=5",
-                                            files={"image": ("q.png", self.payloads[i % len(self.payloads)])},
-                                            timeout=30)
-                else:
-                    response = session.get(f"{self.url}/api/search?id={self.ids[i % len(self.ids)]}&k=5", timeout=30)
-                body = response.json()
-                # Whole answers only: k results, each with every field, from one generation.
-                if response.status_code != 200 or len(body["results"]) != 5 or not all(
-                        {"id", "path", "distance", "score", "percentile"} <= set(r) for r in body["results"]):
-                    self.problems.append(f"{response.status_code}: {response.text[:300]}")
-                    continue
-                self.generations.add(body["generation"])
-                self.tally["ok"] += 1
-            except (requests.RequestException, ValueError, KeyError) as exc:
-                self.problems.append(repr(exc))
-
-
-def wait_for(condition, seconds: float = 120, every: float = 0.1):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"not true after {seconds} s")
 
 
 def png(seed: int) -> bytes:

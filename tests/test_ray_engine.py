@@ -176,3 +176,33 @@ def test_a_killed_driver_loses_nothing_and_the_rerun_completes_the_collection(tr
     rerun = build(folder, ray, BuildOptions(engine="ray", progress=False, commit_every=16))
     assert rerun.unchanged == kept and rerun.indexed == total - kept  # only what the kill lost is encoded again
     assert_same_collection(ray, local)  # nothing lost, phantom or duplicated: the uninterrupted local build's ids
+
+
+def test_a_running_server_follows_a_ray_build(trained, tmp_path):
+    import requests
+
+    from indexer.vectors import saved_generation
+    from tests.support import Searcher, start_server, stop_server, wait_for
+
+    images, trained_index = trained
+    folder = tmp_path / "images"
+    shutil.copytree(images, folder)
+    index = fresh_copy(trained_index, tmp_path / "index")
+    build(folder, index, BuildOptions(workers=2, progress=False))
+    server = start_server(index, folder, [], extra_env={"LOOKALIKE_FOLLOW_SECONDS": "0.2"})
+    try:
+        first = requests.get(f"{server.url}/api/info", timeout=10).json()
+        added = write_images(folder, 1000, start=7000, sub="by-ray")
+        payloads = [p.read_bytes() for p in sorted(folder.glob("img_00*.jpg"))[:6]]
+        with Searcher(server.url, payloads, list(range(1, 41))) as searcher:
+            run = build(folder, index, BuildOptions(engine="ray", progress=False))
+            assert run.indexed == 1000
+            wait_for(lambda: requests.get(f"{server.url}/api/info", timeout=10).json()["generation"]
+                     == saved_generation(index))
+        assert searcher.problems == [] and searcher.tally["ok"] > 10
+        assert requests.get(f"{server.url}/api/info", timeout=10).json()["images"] == first["images"] + 1000
+        hits = requests.post(f"{server.url}/api/search?k=1", files={"image": ("q.png", added[500].read_bytes())},
+                             timeout=30).json()["results"]
+        assert hits[0]["path"] == f"by-ray/{added[500].name}"
+    finally:
+        stop_server(server)
