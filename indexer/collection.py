@@ -91,11 +91,10 @@ def load_vectors(catalog: Catalog, index_dir: str | os.PathLike, code_size: int,
 
 def _load_or_refresh(catalog: Catalog, index_dir: Path, code_size: int, save: bool,
                      rebuild_if_busy: bool = True) -> VectorIndex:
-    if save or not rebuild_if_busy:
-        try:
-            return VectorIndex.load(index_dir, catalog.generation)
-        except VectorsStale:
-            pass
+    try:
+        return VectorIndex.load(index_dir, catalog.generation)
+    except VectorsStale:
+        pass
     if save:
         try:
             # Under the collection's write lock, so that neither a build nor another server changes the catalogue

@@ -57,21 +57,20 @@ def significant(value: float, digits: int = 4) -> float:
 
 
 def _response(result: SearchResult, k: int, offset: int) -> Response:
-    eng = engine()
+    served = result.served  # the generation that answered presents its hits
     body = {
         "results": [
             {"id": h.id, "path": h.path, "distance": round(h.distance, 6),
-             "score": significant(eng.score(h.distance, result.served)),
-             "percentile": eng.percentile(h.distance, result.served), "copy": h.copy,
-             "thumbnail": f"/api/images/{h.id}/thumbnail"}
+             "score": significant(served.score(h.distance)), "percentile": served.percentile(h.distance),
+             "copy": h.copy, "thumbnail": f"/api/images/{h.id}/thumbnail"}
             for h in result.hits
         ],
         "took_ms": round(result.took_ms, 2),
         "k": k,
         "offset": offset,
-        "images": eng.images if result.served is None else len(result.served.collection),
-        "model": eng.model_id if result.served is None else result.served.collection.encoder.model_id,
-        "generation": eng.generation if result.served is None else result.served.generation,
+        "images": len(served.collection),
+        "model": served.collection.encoder.model_id,
+        "generation": served.generation,
     }
     if result.query is not None:
         body["query"] = result.query

@@ -44,8 +44,8 @@ class SearchResult:
 
     hits: list[Hit]
     took_ms: float
+    served: Served  # the generation that answered: its score scale and percentiles present the hits
     query: dict[str, Any] | None = None
-    served: Served | None = None  # the generation that answered: its score scale and percentiles present the hits
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,14 @@ class Served:
     def generation(self) -> int:
         """The catalogue generation of the saved vectors being served (writes made since are on top of them)."""
         return self.collection.vectors.generation
+
+    def score(self, distance: float) -> float:
+        """Similarity in (0, 1]: 1 for identical codes, 0.5 at the typical 10th-neighbour distance."""
+        return math.exp(-math.log(2) * distance / self.scale)
+
+    def percentile(self, distance: float) -> float:
+        """0-100: the share of the collection's nearest-neighbour distances larger than `distance`."""
+        return round(float(percentile(distance, self.nn_quantiles)), 2)
 
 
 class Engine:
@@ -104,6 +112,11 @@ class Engine:
                       np.asarray(calibration.get("nn_quantiles", []), np.float64))
 
     @property
+    def served(self) -> Served:
+        """The generation served now; take it once to answer from one generation."""
+        return self._served
+
+    @property
     def collection(self) -> Collection:
         """The collection being served now."""
         return self._served.collection
@@ -112,11 +125,6 @@ class Engine:
     def generation(self) -> int:
         """The catalogue generation whose saved vectors are served (see Served.generation)."""
         return self._served.generation
-
-    @property
-    def root(self) -> Path | None:
-        """The indexed folder, as recorded by the last build."""
-        return self.collection.images_root
 
     # Following the collection ---------------------------------------------------------------------------------
 
@@ -190,14 +198,6 @@ class Engine:
         """'sha256:<hex>' of the encoder."""
         return self.collection.encoder.model_id
 
-    def score(self, distance: float, served: Served | None = None) -> float:
-        """Similarity in (0, 1]: 1 for identical codes, 0.5 at the typical 10th-neighbour distance."""
-        return math.exp(-math.log(2) * distance / (served or self._served).scale)
-
-    def percentile(self, distance: float, served: Served | None = None) -> float:
-        """0-100: the share of the collection's nearest-neighbour distances larger than `distance`."""
-        return round(float(percentile(distance, (served or self._served).nn_quantiles)), 2)
-
     def _unusualness(self, served: Served, pixels: np.ndarray, error: float, latent: np.ndarray) -> dict[str, Any]:
         """What the model makes of a query: its error, each out-of-domain signal's percentile, which fired."""
         quantiles = served.error_quantiles
@@ -224,7 +224,7 @@ class Engine:
         code, error, latent = served.batcher.encode(pixels)  # (d,), (), (d,)
         hits = served.collection.neighbours(code, k, offset, sketch=sketches(pixels[None])[0])
         query = self._unusualness(served, pixels, float(error), latent)
-        return SearchResult(hits, (time.perf_counter() - started) * 1000, query, served)
+        return SearchResult(hits, (time.perf_counter() - started) * 1000, served, query)
 
     def search_id(self, image_id: int, k: int, offset: int = 0) -> SearchResult:
         """Neighbours of an indexed image, the image itself left out."""
@@ -235,7 +235,7 @@ class Engine:
             raise NotFound(f"no image with id {image_id}")
         hits = served.collection.neighbours(code, k, offset, exclude=image_id,
                                             sketch=served.collection.sketch_of(image_id))
-        return SearchResult(hits, (time.perf_counter() - started) * 1000, None, served)
+        return SearchResult(hits, (time.perf_counter() - started) * 1000, served)
 
     def image_path(self, image_id: int) -> Path:
         """The file of an indexed image, guaranteed to lie inside the indexed folder."""

@@ -54,7 +54,7 @@ class ServedCollector:
         """The collection's size, the generation served, the switches so far and the model."""
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
-        served = self.engine._served  # one generation for every figure of this scrape
+        served = self.engine.served  # one generation for every figure of this scrape
         yield GaugeMetricFamily("lookalike_collection_images", "Images in the collection being served",
                                 value=len(served.collection))
         yield GaugeMetricFamily("lookalike_collection_generation",
