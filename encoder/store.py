@@ -85,10 +85,11 @@ def read_info(index_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def save_model(model, index_dir: str | os.PathLike, training: dict[str, Any],
-               novelty: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write `encoder.keras` and `encoder.json` atomically; return the sidecar's content.
+               novelty: dict[str, Any] | None = None, graphs: dict[str, bytes] | None = None) -> dict[str, Any]:
+    """Write `encoder.keras`, the exported graphs and, last, `encoder.json`, each atomically; return the sidecar.
 
-    `novelty` is the out-of-domain calibration (encoder.novelty.Novelty.to_dict) measured after training."""
+    `novelty` is the out-of-domain calibration (encoder.novelty.Novelty.to_dict) measured after training; `graphs`
+    the model's inference graphs as ONNX (encoder.onnx_graphs.export), recorded in the sidecar by their sha256."""
     import keras  # heavy: only when a model is actually written
 
     index_dir = Path(index_dir)
@@ -109,6 +110,12 @@ def save_model(model, index_dir: str | os.PathLike, training: dict[str, Any],
         "training": training,
     } | ({"novelty": novelty} if novelty is not None else {})
     atomic_write_bytes(index_dir / MODEL_FILE, data)
+    if graphs:
+        from encoder.onnx_graphs import GRAPH_FILES  # no heavy import: the module imports its runtime lazily
+
+        for name, blob in graphs.items():
+            atomic_write_bytes(index_dir / GRAPH_FILES[name], blob)
+        info["onnx"] = {name: hashlib.sha256(blob).hexdigest() for name, blob in graphs.items()}
     atomic_write_bytes(index_dir / INFO_FILE, json.dumps(info, indent=2).encode())
     log.info("saved model sha256:%s to %s", sha[:12], index_dir)
     return info

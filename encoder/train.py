@@ -311,11 +311,22 @@ def train(pixels: np.ndarray, config: TrainConfig, index_dir: str | os.PathLike,
         "images_per_second": round(budget.steps_run * batch / seconds, 1) if seconds > 0 else None,
         "history": losses,
     }
-    info = store.save_model(model, index_dir, summary, novelty=novelty.to_dict())
+    info = store.save_model(model, index_dir, summary, novelty=novelty.to_dict(), graphs=exported_graphs(model))
     save_loss_curve(losses, checks, Path(index_dir) / store.CURVE_FILE, baseline)
     log.info("trained in %.1fs: %d steps (%.0f images/s), held-out reconstruction %.5f (mean image %.5f)", seconds,
              budget.steps_run, summary["images_per_second"] or 0, final or float("nan"), baseline or float("nan"))
     return info
+
+
+def exported_graphs(model) -> dict[str, bytes] | None:
+    """The model's inference graphs as ONNX for encoder.onnx_graphs, or None (with a warning) if conversion fails."""
+    from encoder.onnx_graphs import ConversionError, export
+
+    try:
+        return export(model)
+    except ConversionError as exc:
+        log.warning("%s; this model will encode with TensorFlow", exc)
+        return None
 
 
 def plateau_warning(info: dict[str, Any]) -> str | None:

@@ -204,7 +204,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m indexer") -> int:
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which SIMD build loaded is not news
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter is noise to users
     from encoder.preprocess import ImageError
+    from encoder.runtime import configure_runtime
     from indexer.build import BuildError
+
+    configure_runtime(_setting_defaults()["RUNTIME"])  # every command that encodes loads the encoder after this
     from indexer.evaluate import EvaluationError
 
     try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from encoder.options import whole_number
+from encoder.runtime import DEFAULT_RUNTIME, inference_runtime
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,11 @@ def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+# Shared by the indexer's table and the server's: the process-wide choice encoder.runtime.configure_runtime makes.
+RUNTIME = Setting("RUNTIME", "LOOKALIKE_RUNTIME", DEFAULT_RUNTIME, inference_runtime,
+                  "what runs the encoder: onnx (ONNX Runtime, the fast path) or tensorflow (the Keras graphs "
+                  "themselves)")
+
 # `indexer build` and `indexer train`. Their flags override these; the training flags come from encoder.options.
 SETTINGS: tuple[Setting, ...] = (
     Setting("WORKERS", "LOOKALIKE_WORKERS", 0, whole_number(0, 1000),
@@ -87,6 +93,7 @@ SETTINGS: tuple[Setting, ...] = (
             "--ray-address"),
     Setting("RAY_ENCODERS", "LOOKALIKE_RAY_ENCODERS", 0, whole_number(0, 100_000),
             "encoder actors with --engine ray, one CPU each (0: half the cluster's CPUs)", "--ray-encoders"),
+    RUNTIME,
 )
 
 DEFAULTS: dict[str, Any] = {s.key: s.default for s in SETTINGS}

@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the Flask app; `test_config` overrides settings from the environment."""
-    from encoder.runtime import configure_threads
+    from encoder.runtime import configure_runtime, configure_threads
     from indexer.vectors import set_threads
     from search_api import api, metrics, web
     from search_api.engine import Engine
@@ -29,6 +29,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # Process-wide, like the thread settings: Pillow reads it at every open, the indexer's decoding included.
     Image.MAX_IMAGE_PIXELS = app.config["MAX_PIXELS"]
     configure_threads(app.config["COMPUTE_THREADS"])  # before the engine starts TensorFlow
+    configure_runtime(app.config["RUNTIME"])
     set_threads(app.config["SEARCH_THREADS"])
     app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider's; keep results first
     engine = app.extensions["lookalike.engine"] = Engine(app.config["INDEX_DIR"], app.config["THUMBNAIL_SIZE"],

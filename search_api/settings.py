@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from encoder.options import non_negative_number, positive_number, whole_number
-from indexer.settings import Setting
+from indexer.settings import RUNTIME, Setting
 from indexer.settings import from_environment as read_settings
 
 MAX_K = 1000
@@ -42,7 +42,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("THREADS", "LOOKALIKE_THREADS", 8, whole_number(1, 1000), "waitress worker threads (concurrent requests)",
             "--threads"),
     Setting("COMPUTE_THREADS", "LOOKALIKE_COMPUTE_THREADS", 0, whole_number(0, 1000),
-            "TensorFlow threads encoding queries (0: one per core); queries arriving together share one batch"),
+            "threads encoding queries (0: one per core); queries arriving together share one batch"),
+    RUNTIME,
     Setting("SEARCH_THREADS", "LOOKALIKE_SEARCH_THREADS", 1, whole_number(0, 1000),
             "FAISS OpenMP threads per search (0: one per core); 1 because concurrent requests already fill the cores"),
     Setting("MAX_UPLOAD_MB", "LOOKALIKE_MAX_UPLOAD_MB", 20.0, positive_number,

@@ -33,6 +33,7 @@ GOOD = {
     "LOOKALIKE_LOG_LEVEL": ("debug", "DEBUG"),
     "LOOKALIKE_API_TOKEN": (" s3cret-token-0123456789 ", "s3cret-token-0123456789"),
     "LOOKALIKE_FOLLOW_SECONDS": ("0.5", 0.5),
+    "LOOKALIKE_RUNTIME": (" TensorFlow ", "tensorflow"),
 }
 # Malformed or out-of-range raw values: each must be refused, naming the variable.
 BAD = {
@@ -47,6 +48,7 @@ BAD = {
     "LOOKALIKE_LOG_LEVEL": ["LOUD", "verbose"],
     "LOOKALIKE_API_TOKEN": ["short", "has a space in it here", "tab\tseparated-token-value"],
     "LOOKALIKE_FOLLOW_SECONDS": ["-1", "often", "nan"],
+    "LOOKALIKE_RUNTIME": ["openvino", "onnx runtime", "tf"],
 }
 
 
