@@ -48,7 +48,8 @@ class Encoder:
         import keras
 
         import encoder.model  # noqa: F401  (registers the custom classes for deserialisation)
-        from encoder import onnx_graphs, runtime as runtimes
+        from encoder import onnx_graphs
+        from encoder import runtime as runtimes
 
         info = store.read_info(index_dir)
         path = store.verified_model_path(index_dir, info)

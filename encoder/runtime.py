@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("onnx", "tensorflow")
 DEFAULT_RUNTIME = "onnx"  # ONNX Runtime: 4-30x faster than TensorFlow for one image, as fast for a batch (issue 17)
-_chosen = {"runtime": DEFAULT_RUNTIME, "intra_op": 0}
+_chosen: dict[str, Any] = {"runtime": DEFAULT_RUNTIME, "intra_op": 0}
 
 
 def inference_runtime(raw: str) -> str:
