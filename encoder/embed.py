@@ -104,6 +104,13 @@ class Encoder:
             return np.zeros((0, self.code_size), np.float32)
         return self._batched(self._codes, pixels, 1)[0]
 
+    def encode_with_latents(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, S, S, C) uint8 -> codes (n, code_size) and raw latents (n, code_size): no decoder pass."""
+        if len(pixels) == 0:
+            empty = np.zeros((0, self.code_size), np.float32)
+            return empty, empty
+        return self._batched(self._codes, pixels, 2)  # type: ignore[return-value]
+
     def encode_with_error(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(n, S, S, C) uint8 -> codes (n, code_size) and reconstruction errors (n,), both float32."""
         codes, errors, _ = self.encode_for_query(pixels)

@@ -279,8 +279,7 @@ class Collection:
             distances, ids = self.vectors.search(code[None], wanted)  # (1, wanted) each
             pairs = [(float(d), int(i)) for d, i in zip(distances[0], ids[0]) if i >= 0 and i != exclude]
             with self._lock:
-                records = self._catalog.records(i for _, i in pairs)
-                found_sketches = self._catalog.sketches(i for _, i in pairs) if sketch is not None else {}
+                records = self._catalog.shortlist(i for _, i in pairs)
             # An image being removed leaves the catalogue (the commit point) a moment before the vectors: skip it,
             # and ask for as many more as were skipped so that a full page stays full.
             missing = sum(i not in records for _, i in pairs)
@@ -291,15 +290,14 @@ class Collection:
                 continue
             copy = None
             if sketch is not None:
-                checked = [j for j, (_, i) in enumerate(live) if i in found_sketches]
+                checked = [j for j, (_, i) in enumerate(live) if records[i][1] is not None]
                 if len(checked) >= 2:
                     order, found = copy_first(np.asarray(checked), sketch,
-                                              np.stack([found_sketches[live[j][1]] for j in checked]))
+                                              np.stack([records[live[j][1]][1] for j in checked]))
                     if found is not None:
                         copy = live[order[0]][1]
                         live = [live[order[0]]] + [p for p in live if p[1] != copy]
-            hits = [Hit(i, records[i].relpath, d, copy=i == copy) for d, i in live]
-            return hits[offset : offset + k]
+            return [Hit(i, records[i][0], d, copy=i == copy) for d, i in live[offset : offset + k]]
 
     # Collection-wide views --------------------------------------------------------------------------------------
 

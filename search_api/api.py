@@ -33,6 +33,17 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     return int(raw)
 
 
+def _bool_arg(name: str, default: bool) -> bool:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise ApiError(400, "invalid_parameter", f"{name} must be true or false, got {raw[:40]!r}")
+
+
 def _paging() -> tuple[int, int]:
     return (_int_arg("k", current_app.config["DEFAULT_K"], 1, MAX_K), _int_arg("offset", 0, 0, MAX_OFFSET))
 
@@ -93,7 +104,8 @@ def _image_id(raw: str) -> int:
 def search_by_image():
     """Neighbours of an uploaded image."""
     k, offset = _paging()
-    return _response(engine().search_image(_uploaded_image(), k, offset), k, offset)
+    unusual = _bool_arg("unusual", True)
+    return _response(engine().search_image(_uploaded_image(), k, offset, unusual), k, offset)
 
 
 @bp.get("/search")

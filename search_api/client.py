@@ -151,10 +151,13 @@ class SearchClient:
         return SearchResponse(hits, float(body["took_ms"]), int(body["k"]), int(body["offset"]), int(body["images"]),
                               body["model"], body.get("query"))
 
-    def search(self, image: Query, k: int = 10, offset: int = 0) -> SearchResponse:
-        """Nearest neighbours of an image given as a path, bytes, a binary file, a PIL image or a uint8 array."""
+    def search(self, image: Query, k: int = 10, offset: int = 0, unusual: bool = True) -> SearchResponse:
+        """Nearest neighbours of an image given as a path, bytes, a binary file, a PIL image or a uint8 array.
+
+        `unusual=False` skips the out-of-domain check (the model's decoder pass): `query` is then None."""
         files = {"image": ("query", _as_bytes(image), "application/octet-stream")}
-        return self._parse(self._request("POST", "/api/search", params={"k": k, "offset": offset}, files=files))
+        params: dict[str, Any] = {"k": k, "offset": offset} | ({} if unusual else {"unusual": "false"})
+        return self._parse(self._request("POST", "/api/search", params=params, files=files))
 
     def search_by_id(self, image_id: int, k: int = 10, offset: int = 0) -> SearchResponse:
         """Nearest neighbours of an indexed image (the image itself left out)."""

@@ -105,8 +105,11 @@ class Engine:
         else:
             encoder = collection.encoder
             # The first call of a tf.function traces the graph (~0.2 s): pay it here, not on a user's query.
-            encoder.encode_for_query(np.zeros((1, encoder.image_size, encoder.image_size, encoder.channels), np.uint8))
-            batcher = MicroBatcher(encoder.encode_for_query)
+            blank = np.zeros((1, encoder.image_size, encoder.image_size, encoder.channels), np.uint8)
+            encoder.encode_for_query(blank)
+            encoder.encode_with_latents(blank)
+            # Queries that skip the out-of-domain check (unusual=false) skip the decoder too.
+            batcher = MicroBatcher({"query": encoder.encode_for_query, "codes": encoder.encode_with_latents})
         return Served(collection, batcher, float(calibration.get("score_scale", 1.0)) or 1.0,
                       np.asarray(calibration.get("error_quantiles", []), np.float64),
                       np.asarray(calibration.get("nn_quantiles", []), np.float64))
@@ -212,8 +215,11 @@ class Engine:
         return facts | {"unusual": bool(judged[0]["fired"]), "reasons": judged[0]["fired"],
                         "signals": judged[0]["signals"]}
 
-    def search_image(self, data: bytes, k: int, offset: int = 0) -> SearchResult:
-        """Neighbours of an uploaded image; raises encoder.preprocess.ImageError for a bad one."""
+    def search_image(self, data: bytes, k: int, offset: int = 0, unusual: bool = True) -> SearchResult:
+        """Neighbours of an uploaded image; raises encoder.preprocess.ImageError for a bad one.
+
+        `unusual`: also judge whether the query is like the collection's images (the decoder's pass, about half
+        the model's cost per query); without it the result has no `query`."""
         started = time.perf_counter()
         from encoder.preprocess import load_image
 
@@ -221,9 +227,12 @@ class Engine:
         encoder = served.collection.encoder
         # Decoding runs in the request's thread (in parallel); the encoder pass is batched with concurrent queries.
         pixels = load_image(data, encoder.image_size, encoder.channels).pixels  # (S, S, C)
-        code, error, latent = served.batcher.encode(pixels)  # (d,), (), (d,)
+        if unusual:
+            code, error, latent = served.batcher.encode(pixels, "query")  # (d,), (), (d,)
+        else:
+            code, _ = served.batcher.encode(pixels, "codes")
         hits = served.collection.neighbours(code, k, offset, sketch=sketches(pixels[None])[0])
-        query = self._unusualness(served, pixels, float(error), latent)
+        query = self._unusualness(served, pixels, float(error), latent) if unusual else None
         return SearchResult(hits, (time.perf_counter() - started) * 1000, served, query)
 
     def search_id(self, image_id: int, k: int, offset: int = 0) -> SearchResult:

@@ -232,6 +232,22 @@ def test_every_indexed_image_finds_itself_first(client, tiny_collection):
         assert top[0]["distance"] < 1e-4
 
 
+def test_a_search_without_the_out_of_domain_check(client, tiny_collection):
+    """unusual=false skips the decoder: the same hits, in the same order, and no `query`."""
+    data = tiny_collection.images[12].read_bytes()
+    full = client.post("/api/search?k=8", data=data).get_json()
+    for value in ("false", "0", "no", "False"):
+        quick = client.post(f"/api/search?k=8&unusual={value}", data=data).get_json()
+        assert "query" not in quick and "query" in full
+        assert [h["id"] for h in quick["results"]] == [h["id"] for h in full["results"]]
+        assert [h["distance"] for h in quick["results"]] == pytest.approx([h["distance"] for h in full["results"]],
+                                                                          abs=1e-5)
+    assert "query" in client.post("/api/search?k=8&unusual=true", data=data).get_json()
+    bad = client.post("/api/search?unusual=maybe", data=data)
+    assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "invalid_parameter"
+    assert "unusual" in bad.get_json()["error"]["message"]
+
+
 def test_multipart_and_raw_body_agree(via, tiny_collection):
     data = tiny_collection.images[30].read_bytes()
     a = search(via, data, "?k=7", multipart=True)["results"]

@@ -77,3 +77,44 @@ def test_a_closed_batcher_encodes_late_callers_in_their_own_thread():
     batcher.close()  # a server switched to a new model; a request that took the old one arrives late
     assert batcher.encode(np.full((2, 2, 1), 1, np.uint8))[0] == 4
     assert calls[-1] == threading.get_ident() and calls[0] != threading.get_ident()
+
+
+def test_named_functions_share_a_batch_and_each_runs_once_on_its_callers(encoder, tiny_collection):
+    images = pixels_of(encoder, tiny_collection.images[:6])
+    calls: list[tuple[str, int]] = []
+    gate = threading.Event()
+
+    def named(name, fn):
+        def run(batch):
+            gate.wait(30)  # the first batch waits until every caller has queued
+            calls.append((name, len(batch)))
+            return fn(batch)
+        return run
+
+    batcher = MicroBatcher({"query": named("query", encoder.encode_for_query),
+                            "codes": named("codes", encoder.encode_with_latents)})
+    results: dict[int, tuple] = {}
+    wants = ["query", "codes", "query", "codes", "codes", "query"]
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, batcher.encode(images[i], wants[i])))
+               for i in range(6)]
+    threads[0].start()
+    deadline = time.monotonic() + 10
+    while batcher._queue.qsize() and time.monotonic() < deadline:  # the worker holds query 0
+        time.sleep(0.005)
+    for t in threads[1:]:
+        t.start()
+    while batcher._queue.qsize() < 5 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    gate.set()
+    for t in threads:
+        t.join(30)
+    assert calls == [("query", 1), ("query", 2), ("codes", 3)]  # query 0 alone, then one call per function
+    codes, errors, _ = encoder.encode_for_query(np.stack(images))
+    for i, want in enumerate(wants):
+        assert len(results[i]) == (3 if want == "query" else 2)
+        np.testing.assert_allclose(results[i][0], codes[i], atol=1e-5)
+        if want == "query":
+            assert results[i][1] == pytest.approx(errors[i], abs=1e-6)
+    with pytest.raises(KeyError, match="no batch function"):
+        batcher.encode(images[0], "reconstruct")
+    batcher.close()

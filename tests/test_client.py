@@ -64,6 +64,8 @@ def test_search_by_path_bytes_and_files(search_client, live_server):
             assert answer.query is not None and set(answer.query) == {"reconstruction_error", "error_percentile",
                                                                        "unusual", "reasons", "signals"}
         assert len({tuple(h.id for h in a) for a in answers.values()}) == 1  # the same bytes, the same answer
+        quick = search_client.search(data, k=5, unusual=False)
+        assert quick.query is None and [h.id for h in quick] == [h.id for h in answers["bytes"]]
 
 
 @pytest.mark.parametrize("index", [20, 33, 39])
