@@ -290,10 +290,14 @@ class Collection:
                 continue
             copy = None
             if sketch is not None:
-                checked = [j for j, (_, i) in enumerate(live) if records[i][1] is not None]
+                found_sketches: dict[int, np.ndarray] = {}
+                for _, i in live:
+                    if (kept := records[i][1]) is not None:
+                        found_sketches[i] = kept
+                checked = [j for j, (_, i) in enumerate(live) if i in found_sketches]
                 if len(checked) >= 2:
                     order, found = copy_first(np.asarray(checked), sketch,
-                                              np.stack([records[live[j][1]][1] for j in checked]))
+                                              np.stack([found_sketches[live[j][1]] for j in checked]))
                     if found is not None:
                         copy = live[order[0]][1]
                         live = [live[order[0]]] + [p for p in live if p[1] != copy]
