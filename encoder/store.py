@@ -121,6 +121,22 @@ def save_model(model, index_dir: str | os.PathLike, training: dict[str, Any],
     return info
 
 
+def model_files(index_dir: str | os.PathLike) -> list[str]:
+    """The names of the files that make up a collection's model: encoder.keras, encoder.json, exported graphs."""
+    from encoder.onnx_graphs import GRAPH_FILES
+
+    return [MODEL_FILE, INFO_FILE, *(GRAPH_FILES[name] for name in read_info(index_dir).get("onnx", {}))]
+
+
+def copy_model(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Copy a collection's model (every file of `model_files`) into the folder `target`."""
+    import shutil
+
+    Path(target).mkdir(parents=True, exist_ok=True)
+    for name in model_files(source):
+        shutil.copy2(Path(source) / name, Path(target) / name)
+
+
 def verified_model_path(index_dir: str | os.PathLike, info: dict[str, Any]) -> Path:
     """The model file, once this version can read it and its bytes are the ones `encoder.json` records."""
     path = Path(index_dir) / MODEL_FILE

@@ -99,8 +99,7 @@ def test_model_stamp_mismatch_is_refused(tmp_path):
     write_images(images, 10)
     build(images, index, BuildOptions(**TINY))
     build(images, other, BuildOptions(**{**TINY, "epochs": 1}))
-    for name in (store.MODEL_FILE, store.INFO_FILE):  # swap in a different, untampered model
-        (index / name).write_bytes((other / name).read_bytes())
+    store.copy_model(other, index)  # swap in a different, untampered model
     write_images(images, 1, start=40)
     with pytest.raises(BuildError, match="--retrain"):
         build(images, index, BuildOptions(**TINY))
@@ -184,9 +183,7 @@ def test_reconstruction_errors_are_measured_for_every_image_or_a_sample_and_code
     write_images(images, 60)
     build(images, tmp_path / "all", BuildOptions(**TINY))  # the default: every image (outliers rank them all)
     # The same model, a second collection measuring a sample of 15 of the 60 images.
-    (tmp_path / "some").mkdir()
-    for name in ("encoder.keras", "encoder.json"):
-        (tmp_path / "some" / name).write_bytes((tmp_path / "all" / name).read_bytes())
+    store.copy_model(tmp_path / "all", tmp_path / "some")
     build(images, tmp_path / "some", BuildOptions(**TINY, error_sample=15))
     with Catalog(tmp_path / "all", readonly=True) as everything, Catalog(tmp_path / "some", readonly=True) as some:
         assert len(everything.recon_errors()) == 60

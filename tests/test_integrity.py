@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from encoder import store
 from tests.support import TINY, run_cli, write_images
 
 pytestmark = pytest.mark.slow  # every test here trains, kills or serves: `make test-fast` leaves them out
@@ -48,7 +49,6 @@ def test_a_consistently_swapped_model_is_refused_by_the_catalogue_stamp(copy, tm
     other = tmp_path / "other"
     run_cli("indexer", "train", str(images), "--index", str(other), "--epochs", "1", "--image-size", "16",
             "--code-size", "8")
-    for name in ("encoder.keras", "encoder.json"):  # model and sidecar agree with each other, not with the codes
-        shutil.copy2(other / name, index / name)
+    store.copy_model(other, index)  # model, sidecar and graphs agree with each other, not with the codes
     refused = serve(index)
     assert refused.returncode != 0 and "were made by model" in refused.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 import requests
 from PIL import Image
 
+from encoder import store
 from search_api.settings import SETTINGS, from_environment
 from tests.support import REPO, start_server, stop_server
 
@@ -170,9 +170,7 @@ def test_bad_starts_are_one_line_not_a_traceback(tmp_path, tiny_collection):
     """Every way a start can fail ends with exit status 2 and one `error: ...` line. The cases run side by side:
     several load TensorFlow before they fail."""
     corrupt = tmp_path / "corrupt-catalogue"
-    corrupt.mkdir()
-    for name in ("encoder.keras", "encoder.json"):
-        shutil.copy(tiny_collection.index_dir / name, corrupt / name)
+    store.copy_model(tiny_collection.index_dir, corrupt)
     (corrupt / "catalog.sqlite").write_bytes(b"this is not an SQLite database" * 100)
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
