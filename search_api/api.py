@@ -69,12 +69,13 @@ def significant(value: float, digits: int = 4) -> float:
 
 def _response(result: SearchResult, k: int, offset: int) -> Response:
     served = result.served  # the generation that answered presents its hits
+    percentiles = served.percentiles([h.distance for h in result.hits]) if result.hits else []
     body = {
         "results": [
             {"id": h.id, "path": h.path, "distance": round(h.distance, 6),
-             "score": significant(served.score(h.distance)), "percentile": served.percentile(h.distance),
+             "score": significant(served.score(h.distance)), "percentile": share,
              "copy": h.copy, "thumbnail": f"/api/images/{h.id}/thumbnail"}
-            for h in result.hits
+            for h, share in zip(result.hits, percentiles)
         ],
         "took_ms": round(result.took_ms, 2),
         "k": k,
