@@ -30,6 +30,7 @@ Writes speed.json, speed.md (the README's tables) and speed.png to --out; skips 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import multiprocessing
 import os
@@ -41,6 +42,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import requests
@@ -339,29 +341,65 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+class Searcher:
+    """A lean HTTP/1.1 client on one kept-alive connection (http.client): a load generator that spends little of
+    the 2 cores it shares with the server. It sends what SearchClient.search sends: the image as the raw body."""
+
+    def __init__(self, url: str, timeout: float = 30.0):
+        parts = urlsplit(url)
+        self.host, self.port, self.timeout = parts.hostname, parts.port, timeout
+        self.connection: http.client.HTTPConnection | None = None
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        """(status, body) of one request; a broken connection is reopened for the next one."""
+        if self.connection is None:
+            self.connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        headers = {"Content-Type": "application/octet-stream"} if body is not None else {}
+        try:
+            self.connection.request(method, path, body=body, headers=headers)
+            response = self.connection.getresponse()
+            return response.status, response.read()
+        except (OSError, http.client.HTTPException):
+            self.connection.close()
+            self.connection = None
+            raise
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+
+
 def sequential_ms(url: str, payloads: list[bytes], n: int, query: str = "k=10") -> list[float]:
     """Milliseconds per search-by-image request, one after another (after a warm-up)."""
     times = []
-    with requests.Session() as session:
+    searcher = Searcher(url)
+    try:
         for i in range(n + 10):
             started = time.perf_counter()
-            upload = {"image": ("q.jpg", payloads[i % len(payloads)])}
-            response = session.post(f"{url}/api/search?{query}", files=upload)
-            response.raise_for_status()
+            status, body = searcher.request("POST", f"/api/search?{query}", payloads[i % len(payloads)])
+            if status != 200:
+                raise RuntimeError(f"search answered {status}: {body[:300]!r}")
             if i >= 10:
                 times.append((time.perf_counter() - started) * 1000)
+    finally:
+        searcher.close()
     return times
 
 
 def health_ms(url: str, n: int) -> list[float]:
     """Milliseconds per GET /api/health: the HTTP stack's own round trip, with this client."""
     times = []
-    with requests.Session() as session:
+    searcher = Searcher(url)
+    try:
         for i in range(n + 10):
             started = time.perf_counter()
-            session.get(f"{url}/api/health").raise_for_status()
+            status, _ = searcher.request("GET", "/api/health")
+            if status != 200:
+                raise RuntimeError(f"/api/health answered {status}")
             if i >= 10:
                 times.append((time.perf_counter() - started) * 1000)
+    finally:
+        searcher.close()
     return times
 
 
@@ -372,18 +410,18 @@ def load(url: str, payloads: list[bytes], seconds: float, threads: int = CLIENT_
     errors = [0] * threads
 
     def client(t: int) -> None:
-        with requests.Session() as session:
-            i = t
-            while time.monotonic() < deadline:
-                started = time.perf_counter()
-                try:
-                    ok = session.post(f"{url}/api/search?k=10", timeout=30,
-                                      files={"image": ("q.jpg", payloads[i % len(payloads)])}).status_code == 200
-                except requests.RequestException:
-                    ok = False
-                latencies[t].append((time.perf_counter() - started) * 1000)
-                errors[t] += not ok
-                i += threads
+        searcher = Searcher(url)
+        i = t
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            try:
+                ok = searcher.request("POST", "/api/search?k=10", payloads[i % len(payloads)])[0] == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+            latencies[t].append((time.perf_counter() - started) * 1000)
+            errors[t] += not ok
+            i += threads
+        searcher.close()
 
     started = time.monotonic()
     workers = [threading.Thread(target=client, args=(t,)) for t in range(threads)]

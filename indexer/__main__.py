@@ -33,7 +33,8 @@ def _setting_defaults() -> dict[str, Any]:
 
 def _add_setting(p: argparse.ArgumentParser, setting: settings.Setting, value: Any, metavar: str = "N") -> None:
     assert setting.flag, setting.key  # only settings with a flag are added
-    shown = repr(setting.default) if isinstance(setting.default, str) else setting.default
+    shown = repr(setting.default) if isinstance(setting.default, str) else "all" if setting.default is None \
+        else setting.default
     p.add_argument(setting.flag, dest=setting.key.lower(), type=argument_type(setting.parse, setting.key.lower()),
                    default=value, metavar=metavar, help=f"{setting.help} ({setting.env}, default {shown})")
 
@@ -73,6 +74,7 @@ def _parser(prog: str = "python -m indexer") -> argparse.ArgumentParser:
     _add_setting(build, BY_KEY["ENGINE"], env["ENGINE"], "{local,ray}")
     _add_setting(build, BY_KEY["RAY_ADDRESS"], env["RAY_ADDRESS"], "ADDRESS")
     _add_setting(build, BY_KEY["RAY_ENCODERS"], env["RAY_ENCODERS"])
+    _add_setting(build, BY_KEY["ERROR_SAMPLE"], env["ERROR_SAMPLE"], "{all,N}")
     train = sub.add_parser("train", parents=[common],
                            help="(re)train the encoder only; the next build re-encodes everything")
     training_args(train)
@@ -104,7 +106,7 @@ def _options(args: argparse.Namespace):
                         workers=args.workers, progress=not args.quiet,
                         commit_every=getattr(args, "commit_batch", settings.DEFAULTS["COMMIT_BATCH"]),
                         **{k: getattr(args, k, settings.DEFAULTS[k.upper()])
-                           for k in ("engine", "ray_address", "ray_encoders")})
+                           for k in ("engine", "ray_address", "ray_encoders", "error_sample")})
 
 
 def cmd_build(args: argparse.Namespace, train_only: bool = False) -> int:

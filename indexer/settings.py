@@ -71,6 +71,12 @@ def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+def sample_size(raw: str) -> int | None:
+    """'all' (None: every image) or a whole number of images, 0 or more."""
+    text = raw.strip().lower()
+    return None if text == "all" else whole_number(0)(text)
+
+
 # Shared by the indexer's table and the server's: the process-wide choice encoder.runtime.configure_runtime makes.
 RUNTIME = Setting("RUNTIME", "LOOKALIKE_RUNTIME", DEFAULT_RUNTIME, inference_runtime,
                   "what runs the encoder: onnx (ONNX Runtime, the fast path) or tensorflow (the Keras graphs "
@@ -93,6 +99,10 @@ SETTINGS: tuple[Setting, ...] = (
             "--ray-address"),
     Setting("RAY_ENCODERS", "LOOKALIKE_RAY_ENCODERS", 0, whole_number(0, 100_000),
             "encoder actors with --engine ray, one CPU each (0: half the cluster's CPUs)", "--ray-encoders"),
+    Setting("ERROR_SAMPLE", "LOOKALIKE_ERROR_SAMPLE", None, sample_size,
+            "images whose reconstruction error a build measures: all (outliers rank the whole collection) or a "
+            "number, for a uniform sample; the decoder's pass costs 3-4x the encoder's, so a sample makes indexing "
+            "small images several times faster", "--error-sample"),
     RUNTIME,
 )
 

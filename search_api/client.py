@@ -155,9 +155,10 @@ class SearchClient:
         """Nearest neighbours of an image given as a path, bytes, a binary file, a PIL image or a uint8 array.
 
         `unusual=False` skips the out-of-domain check (the model's decoder pass): `query` is then None."""
-        files = {"image": ("query", _as_bytes(image), "application/octet-stream")}
         params: dict[str, Any] = {"k": k, "offset": offset} | ({} if unusual else {"unusual": "false"})
-        return self._parse(self._request("POST", "/api/search", params=params, files=files))
+        # The raw image as the body: the server skips a multipart parse (~0.5 ms of its CPU per query).
+        return self._parse(self._request("POST", "/api/search", params=params, data=_as_bytes(image),
+                                         headers={"Content-Type": "application/octet-stream"}))
 
     def search_by_id(self, image_id: int, k: int = 10, offset: int = 0) -> SearchResponse:
         """Nearest neighbours of an indexed image (the image itself left out)."""

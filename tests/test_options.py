@@ -78,6 +78,12 @@ def test_indexer_settings_come_from_the_environment_with_their_defaults():
     options = _options(_parser_with(env).parse_args(["build", "imgs", "--index", "ix", "--ray-encoders", "2"]))
     assert (options.engine, options.ray_address, options.ray_encoders) == ("ray", "10.0.0.5:6379", 2)
     assert _options(_parser().parse_args(["build", "imgs", "--index", "ix"])).engine == "local"
+    assert _options(_parser().parse_args(["build", "imgs", "--index", "ix"])).error_sample is None  # every image
+    sampled = _parser_with({"LOOKALIKE_ERROR_SAMPLE": "1000"}).parse_args(["build", "imgs", "--index", "ix"])
+    assert _options(sampled).error_sample == 1000
+    every = _parser_with({"LOOKALIKE_ERROR_SAMPLE": "1000"}).parse_args(["build", "i", "--index", "x",
+                                                                          "--error-sample", "ALL"])
+    assert _options(every).error_sample is None
 
 
 def test_the_ray_engine_without_its_extra_is_a_clear_error(tmp_path, monkeypatch):
@@ -98,7 +104,8 @@ def _parser_with(env: dict[str, str]):
 
 @pytest.mark.parametrize("env,raw", [("LOOKALIKE_WORKERS", "x"), ("LOOKALIKE_WORKERS", "-1"),
                                      ("LOOKALIKE_MAX_TRAIN_IMAGES", "0"), ("LOOKALIKE_COMMIT_BATCH", "1.5"),
-                                     ("LOOKALIKE_ENGINE", "spark"), ("LOOKALIKE_RAY_ENCODERS", "-2")])
+                                     ("LOOKALIKE_ENGINE", "spark"), ("LOOKALIKE_RAY_ENCODERS", "-2"),
+                                     ("LOOKALIKE_ERROR_SAMPLE", "some"), ("LOOKALIKE_ERROR_SAMPLE", "-5")])
 def test_a_bad_indexer_setting_is_one_line_in_process(env, raw, monkeypatch, capsys):
     from indexer.__main__ import main
 

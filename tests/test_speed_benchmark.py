@@ -37,8 +37,20 @@ def test_speed_benchmark_measures_everything_beside_its_baselines(tmp_path):
     assert load["images"] == 5_000 and load["lookalike"]["requests"] > 0 and load["lookalike"]["errors"] == 0
     assert load["naive"]["requests"] > 0 and load["qps_over_naive"] > 1
     assert load["metrics_lines"] > 10  # /metrics answered under the same server
+    floor = r["floor"]  # issue 17: the query's floor and the ratios to it, measured in the same run
+    assert floor["runtime"] == "onnx" and floor["images"] > 0
+    assert floor["floor_ms"] == pytest.approx(sum(floor["parts_ms"].values()), abs=1e-3)
+    assert all(v > 0 for v in floor["parts_ms"].values()) and floor["floor_rate_per_s"] > 0
+    assert floor["check_batch_extra_ms"] > 0  # the decoder's pass costs something
+    at_load = r["collections"][-1]
+    assert at_load["http_no_check_ms"]["p50"] > 0 and at_load["health_ms"]["p50"] > 0
+    measured = r["targets_measured"]
+    assert measured["p50_over_floor"] == pytest.approx(at_load["http_ms"]["p50"] / floor["floor_ms"], rel=0.01)
+    assert measured["qps_over_floor_rate"] > 0 and measured["check_over_no_check"] > 0
+    assert r["machine"]["runtime"] == "onnx" and isinstance(r["machine"]["cpu_features"], list)
     report = (tmp_path / "speed.md").read_text()
     assert "| Target | Goal | Measured | Met |" in report and "| cifar10 | 1,200 |" in report
+    assert "| **the floor** |" in report and "encoder on onnx" in report
     assert (tmp_path / "speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -47,3 +59,16 @@ def test_speed_benchmark_skips_cleanly_without_data(tmp_path):
     done = run("--data", str(tmp_path / "nowhere"), "--out", str(out))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "skipped" in done.stdout and not out.exists()
+
+
+def test_the_runtimes_benchmark_compares_runtimes_on_a_collections_model(tiny_collection, tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "runtimes.py"), "--index",
+                           str(tiny_collection.index_dir), "--candidates", "tensorflow", "onnx", "--threads", "1",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads((tmp_path / "runtimes.json").read_text())["rows"]
+    assert [(r["candidate"], r["threads"]) for r in rows] == [("tensorflow", 1), ("onnx", 1)]
+    for r in rows:
+        assert r["max_code_difference"] < 1e-4  # every runtime gives the Keras model's codes
+        assert 0 < r["codes_batch_ms"] and 0 < r["codes_one_ms"] < r["query_one_ms"]
+    assert "| onnx | 1 |" in (tmp_path / "runtimes.md").read_text()
