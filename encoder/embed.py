@@ -16,7 +16,8 @@ DEFAULT_BATCH_SIZE = 256
 
 
 class Encoder:
-    """Turns uint8 image arrays into codes with one graph call per batch (never Keras `predict()`).
+    """Turns uint8 image arrays into codes, a batch at a time (never Keras `predict()`): one graph call for codes,
+    a second for the reconstruction errors when they are wanted.
 
     The graphs (encoder.graphs) run in ONNX Runtime (encoder.onnx_graphs), or in TensorFlow when chosen or when
     the model cannot be converted; `runtime` says which. Reconstructed images always come from TensorFlow.
@@ -58,7 +59,7 @@ class Encoder:
         except Exception as exc:  # Keras raises many types for a bad archive; all mean the same to a user
             raise store.ModelError(f"cannot load {path}: {exc}; retrain with --retrain") from None
         onnx = None
-        if (runtime or runtimes.chosen_runtime()) == "onnx":
+        if runtimes.inference_runtime(runtime or runtimes.chosen_runtime()) == "onnx":
             onnx = onnx_graphs.load(index_dir, info, model, runtimes.compute_threads())
         log.info("loaded encoder sha256:%s (%s, %dx%dx%d -> %d) on %s", info["sha256"][:12], info["variant"],
                  info["image_size"], info["image_size"], info["channels"], info["code_size"],

@@ -1,4 +1,4 @@
-"""The autoencoder's inference graphs, defined once: TensorFlow runs them, and `encoder.onnx` exports the same ones.
+"""The autoencoder's inference graphs, defined once: TensorFlow runs them, `encoder.onnx_graphs` exports them.
 
 Two graphs instead of one: indexing needs only the codes, a query also the reconstruction error, and a runtime
 cannot skip the decoder inside one graph (ONNX Runtime computes every node of a session, whatever is asked for).

@@ -3,8 +3,8 @@
 Measured on the default 32x32 encoder (issue 17): one image takes 0.13-0.2 ms in ONNX Runtime against 0.7-1.2 ms in
 TensorFlow, and 5 ms in TensorFlow when oneDNN is held to AVX2 (a per-call cost, not arithmetic); a batch costs the
 same per image in both. Training exports both graphs next to `encoder.keras` (their sha256s go in `encoder.json`);
-a model saved without them is converted in memory when loaded. Either way the converted graphs must give the Keras
-graphs' numbers on a probe batch, or TensorFlow serves instead.
+a model saved without them (or whose export failed) is converted in memory when loaded. Either way, at export and at
+every load, the graphs must give the Keras graphs' numbers on a probe batch, or TensorFlow serves instead.
 """
 from __future__ import annotations
 
@@ -46,8 +46,18 @@ def export(model) -> dict[str, bytes]:
                  for name, (fn, spec) in functions.items()}
     except Exception as exc:  # the converter raises anything from KeyError to its own errors for an op it lacks
         raise ConversionError(f"ONNX conversion failed: {type(exc).__name__}: {exc}") from None
-    check(model, OnnxGraphs(blobs, threads=1))
+    checked(model, blobs, threads=1)
     return blobs
+
+
+def checked(model, blobs: dict[str, bytes], threads: int) -> OnnxGraphs:
+    """Sessions for `blobs`, once they give the model's numbers; ConversionError if ONNX Runtime refuses or differs."""
+    try:
+        graphs = OnnxGraphs(blobs, threads)
+    except Exception as exc:  # a runtime that cannot read the graphs (an op or opset it lacks) raises its own errors
+        raise ConversionError(f"ONNX Runtime cannot run the graphs: {type(exc).__name__}: {exc}") from None
+    check(model, graphs)
+    return graphs
 
 
 def check(model, onnx: OnnxGraphs) -> None:
@@ -58,9 +68,14 @@ def check(model, onnx: OnnxGraphs) -> None:
                                               dtype=np.uint8)
     expected = graphs.codes_graph(model, probe)
     expected |= graphs.errors_graph(model, probe, expected["latents"])
-    codes, latents = onnx.codes(probe)
-    got = {"codes": codes, "latents": latents, "errors": onnx.errors(probe, latents)}
-    worst = max(float(np.max(np.abs(got[k] - np.asarray(expected[k])))) for k in got)
+    worst = 0.0
+    for rows in (slice(0, 4), slice(0, 1)):  # a batch, and one image alone (a lone query)
+        try:
+            codes, latents = onnx.codes(probe[rows])
+            got = {"codes": codes, "latents": latents, "errors": onnx.errors(probe[rows], latents)}
+        except Exception as exc:  # a kernel that fails at run time: as good as a conversion that failed
+            raise ConversionError(f"ONNX Runtime failed on the graphs: {type(exc).__name__}: {exc}") from None
+        worst = max([worst, *(float(np.max(np.abs(got[k] - np.asarray(expected[k])[rows]))) for k in got)])
     if not worst <= TOLERANCE:  # also catches NaN
         raise ConversionError(f"ONNX graphs differ from Keras by {worst:.2g} (tolerance {TOLERANCE})")
 
@@ -99,6 +114,9 @@ def saved_blobs(index_dir: str | os.PathLike, info: dict[str, Any]) -> dict[str,
     recorded = info.get("onnx")
     if not recorded:
         return None
+    if not isinstance(recorded, dict) or set(recorded) != set(GRAPH_FILES):
+        raise ModelError(f"encoder.json in {index_dir} records graphs {sorted(recorded)}, not "
+                         f"{sorted(GRAPH_FILES)}; retrain with --retrain")
     blobs = {}
     for name, sha in recorded.items():
         path = Path(index_dir) / GRAPH_FILES[name]
@@ -114,13 +132,14 @@ def saved_blobs(index_dir: str | os.PathLike, info: dict[str, Any]) -> dict[str,
 
 
 def load(index_dir: str | os.PathLike, info: dict[str, Any], model, threads: int) -> OnnxGraphs | None:
-    """ONNX Runtime sessions for a loaded model: its exported graphs, else converted now; None if it cannot be."""
-    blobs = saved_blobs(index_dir, info)
-    if blobs is None:
-        try:
+    """ONNX Runtime sessions for a loaded model: its exported graphs (hash-checked), else converted now; each way
+    checked against the model on a probe batch. None, with a warning, if that fails: TensorFlow then encodes."""
+    blobs = saved_blobs(index_dir, info)  # a changed file raises ModelError: refused, not worked around
+    try:
+        if blobs is None:
             blobs = export(model)
-        except ConversionError as exc:
-            log.warning("%s; encoding with TensorFlow instead", exc)
-            return None
-        log.info("converted the encoder to ONNX in memory (a model trained by lookalike 0.7 or earlier)")
-    return OnnxGraphs(blobs, threads)
+            log.info("converted the encoder to ONNX in memory (its collection holds no exported graphs)")
+        return checked(model, blobs, threads)
+    except ConversionError as exc:
+        log.warning("%s; encoding with TensorFlow instead", exc)
+        return None

@@ -110,11 +110,14 @@ def save_model(model, index_dir: str | os.PathLike, training: dict[str, Any],
         "training": training,
     } | ({"novelty": novelty} if novelty is not None else {})
     atomic_write_bytes(index_dir / MODEL_FILE, data)
-    if graphs:
-        from encoder.onnx_graphs import GRAPH_FILES  # no heavy import: the module imports its runtime lazily
+    from encoder.onnx_graphs import GRAPH_FILES  # no heavy import: the module imports its runtime lazily
 
-        for name, blob in graphs.items():
-            atomic_write_bytes(index_dir / GRAPH_FILES[name], blob)
+    for name, filename in GRAPH_FILES.items():
+        if graphs and name in graphs:
+            atomic_write_bytes(index_dir / filename, graphs[name])
+        else:  # a previous model's graph: never loaded (the sidecar does not record it), but not left to confuse
+            (index_dir / filename).unlink(missing_ok=True)
+    if graphs:
         info["onnx"] = {name: hashlib.sha256(blob).hexdigest() for name, blob in graphs.items()}
     atomic_write_bytes(index_dir / INFO_FILE, json.dumps(info, indent=2).encode())
     log.info("saved model sha256:%s to %s", sha[:12], index_dir)

@@ -36,7 +36,7 @@ __all__ = ["SKIPPED_FILE", "BuildError", "BuildOptions", "BuildReport", "build"]
 
 LOCK_WAIT = 10.0  # seconds a build waits for a server's write to finish
 # Reconstruction errors are measured for every image: outliers are ranked over the whole collection. The decoder
-# pass that measures one costs a few times the encoder pass; `error_sample` measures a uniform sample instead
+# pass that measures one costs 3-4x the encoder pass; `error_sample` measures a uniform sample instead
 # (1,000 place the 99th percentile of the errors within about 0.3 points: sqrt(n*0.01*0.99)/n).
 ERROR_SAMPLE: int | None = settings.DEFAULTS["ERROR_SAMPLE"]  # --error-sample, LOOKALIKE_ERROR_SAMPLE
 

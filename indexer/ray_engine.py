@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from encoder.runtime import chosen_runtime
 from indexer.catalog import NewImage
 from indexer.copies import SKETCH_BYTES
 from indexer.decode import DecodedFile, decode_file
@@ -69,12 +70,13 @@ def decode_files(batch: dict[str, np.ndarray], root: str, size: int, channels: i
 class Encoding:
     """Ray Data actor: the collection's encoder, loaded once per actor, turning decoded blocks into catalogue rows."""
 
-    def __init__(self, index_dir: str, error_share: float, threads: int):
+    def __init__(self, index_dir: str, error_share: float, threads: int, runtime: str):
         from encoder.embed import Encoder
         from encoder.runtime import configure_threads
 
         configure_threads(threads)  # the CPUs this actor reserved, not every core of its node
-        self.encoder = Encoder.load(index_dir)  # hash-checked against encoder.json
+        # The driver's runtime: an actor is another process, where the CLI's choice was never made.
+        self.encoder = Encoder.load(index_dir, runtime=runtime)  # hash-checked against encoder.json
         self.error_share = error_share
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -170,7 +172,7 @@ class RayEngine:
                              memory=ENCODER_MEMORY,
                              compute=ray.data.ActorPoolStrategy(size=encoders),
                              fn_constructor_kwargs={"index_dir": str(job.index_dir), "error_share": job.error_share,
-                                                    "threads": 1}))
+                                                    "threads": 1, "runtime": chosen_runtime()}))
 
 
 def _stream(dataset: Any) -> Iterator[EncodedBatch]:

@@ -74,7 +74,12 @@ def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
 def sample_size(raw: str) -> int | None:
     """'all' (None: every image) or a whole number of images, 0 or more."""
     text = raw.strip().lower()
-    return None if text == "all" else whole_number(0)(text)
+    if text == "all":
+        return None
+    try:
+        return whole_number(0)(text)
+    except ValueError:
+        raise ValueError("expected 'all' or a whole number, at least 0") from None
 
 
 # Shared by the indexer's table and the server's: the process-wide choice encoder.runtime.configure_runtime makes.

@@ -1,4 +1,4 @@
-"""Micro-batching: concurrent requests' images encoded together in one compiled call instead of one call each."""
+"""Micro-batching: concurrent requests' images encoded together, one call per batch instead of one per request."""
 from __future__ import annotations
 
 import logging

@@ -106,7 +106,7 @@ class Engine:
             batcher = previous.batcher
         else:
             encoder = collection.encoder
-            # The first call of a tf.function traces the graph (~0.2 s): pay it here, not on a user's query.
+            # First calls trace graphs or allocate buffers (TensorFlow: ~0.2 s): paid here, not by a user's query.
             blank = np.zeros((1, encoder.image_size, encoder.image_size, encoder.channels), np.uint8)
             encoder.encode_for_query(blank)
             encoder.encode_with_latents(blank)
@@ -220,8 +220,8 @@ class Engine:
     def search_image(self, data: bytes, k: int, offset: int = 0, unusual: bool = True) -> SearchResult:
         """Neighbours of an uploaded image; raises encoder.preprocess.ImageError for a bad one.
 
-        `unusual`: also judge whether the query is like the collection's images (the decoder's pass, about half
-        the model's cost per query); without it the result has no `query`."""
+        `unusual`: also judge whether the query is like the collection's images (the decoder's pass: 3-4x the
+        encoder's cost); without it the result has no `query`."""
         started = time.perf_counter()
         from encoder.preprocess import load_image
 

@@ -99,3 +99,59 @@ def test_every_variant_converts_with_the_same_numbers(variant, pooling):
         pytest.skip("the dense variant has no pooling")
     model = build_autoencoder(image_size=16, channels=3, code_size=6, variant=variant, pooling=pooling)
     onnx_graphs.check(model, onnx_graphs.OnnxGraphs(onnx_graphs.export(model), threads=1))  # raises if they differ
+
+
+def test_a_failing_runtime_at_training_saves_the_model_without_graphs(trained, pixels, tmp_path, monkeypatch,
+                                                                      caplog):
+    """ONNX Runtime refusing the exported graphs costs the speed, never the trained model; stale graphs go."""
+    index_dir, _ = trained
+    store.copy_model(index_dir, tmp_path)  # a collection that already holds graphs from an earlier training
+
+    def refuse(self, blobs, threads):
+        raise RuntimeError("no kernel for this op")
+
+    monkeypatch.setattr(onnx_graphs.OnnxGraphs, "__init__", refuse)
+    with caplog.at_level(logging.WARNING):
+        info = train(pixels, TrainConfig(image_size=16, channels=3, code_size=8, epochs=1, batch_size=16), tmp_path)
+    assert "onnx" not in info and "cannot run the graphs" in caplog.text
+    assert not any((tmp_path / name).exists() for name in onnx_graphs.GRAPH_FILES.values())
+    encoder = Encoder.load(tmp_path)  # the runtime still refuses: TensorFlow encodes, with a warning
+    assert encoder.runtime == "tensorflow" and encoder.encode(pixels[:3]).shape == (3, 8)
+
+
+def test_a_sidecar_recording_part_of_the_graphs_is_refused(trained, tmp_path):
+    index_dir, info = trained
+    store.copy_model(index_dir, tmp_path)
+    (tmp_path / store.INFO_FILE).write_text(json.dumps(info | {"onnx": {"codes": info["onnx"]["codes"]}}))
+    with pytest.raises(store.ModelError, match="records graphs"):
+        Encoder.load(tmp_path)
+
+
+def test_an_unknown_runtime_is_refused(trained):
+    with pytest.raises(ValueError, match="expected one of onnx, tensorflow"):
+        Encoder.load(trained[0], runtime="openvino")
+
+
+def test_the_server_and_a_ray_actor_take_the_chosen_runtime(tiny_collection):
+    """A server configured for TensorFlow serves from it, with the same hits; a Ray actor takes the driver's runtime."""
+    from encoder.runtime import configure_runtime
+    from indexer.ray_engine import Encoding
+    from search_api.app import create_app
+
+    query = tiny_collection.images[7].read_bytes()
+    answers = {}
+    try:
+        for runtime in ("tensorflow", "onnx"):
+            app = create_app({"INDEX_DIR": str(tiny_collection.index_dir), "FOLLOW_SECONDS": 0, "RUNTIME": runtime})
+            engine = app.extensions["lookalike.engine"]
+            assert engine.collection.encoder.runtime == runtime
+            body = app.test_client().post("/api/search?k=5", data=query).get_json()
+            answers[runtime] = ([h["id"] for h in body["results"]], body["query"]["reconstruction_error"])
+            assert app.test_client().get("/api/info").get_json()["runtime"] == runtime
+            engine.close()
+            actor = Encoding(str(tiny_collection.index_dir), 1.0, threads=1, runtime=runtime)
+            assert actor.encoder.runtime == runtime
+    finally:
+        configure_runtime("onnx")  # the process-wide default, for the tests that follow in this process
+    assert answers["tensorflow"][0] == answers["onnx"][0]
+    assert answers["tensorflow"][1] == pytest.approx(answers["onnx"][1], rel=1e-4)
