@@ -70,5 +70,6 @@ def test_the_runtimes_benchmark_compares_runtimes_on_a_collections_model(tiny_co
     assert [(r["candidate"], r["threads"]) for r in rows] == [("tensorflow", 1), ("onnx", 1)]
     for r in rows:
         assert r["max_code_difference"] < 1e-4  # every runtime gives the Keras model's codes
-        assert 0 < r["codes_batch_ms"] and 0 < r["codes_one_ms"] < r["query_one_ms"]
+        # Measured, not compared: which is faster depends on the machine (benchmarks say; tests do not time).
+        assert all(r[key] > 0 for key in ("codes_one_ms", "codes_batch_ms", "query_one_ms", "query_batch_ms"))
     assert "| onnx | 1 |" in (tmp_path / "runtimes.md").read_text()
