@@ -369,33 +369,18 @@ class Searcher:
             self.connection.close()
 
 
-def sequential_ms(url: str, payloads: list[bytes], n: int, query: str = "k=10") -> list[float]:
-    """Milliseconds per search-by-image request, one after another (after a warm-up)."""
+def sequential_ms(url: str, payloads: list[bytes | None], n: int, path: str = "/api/search?k=10") -> list[float]:
+    """Milliseconds per request, one after another (after a warm-up): a POST of each payload in turn, or a GET
+    where the payload is None (`[None]` times GET /api/health: the HTTP stack's own round trip)."""
     times = []
     searcher = Searcher(url)
     try:
         for i in range(n + 10):
+            payload = payloads[i % len(payloads)]
             started = time.perf_counter()
-            status, body = searcher.request("POST", f"/api/search?{query}", payloads[i % len(payloads)])
+            status, body = searcher.request("GET" if payload is None else "POST", path, payload)
             if status != 200:
-                raise RuntimeError(f"search answered {status}: {body[:300]!r}")
-            if i >= 10:
-                times.append((time.perf_counter() - started) * 1000)
-    finally:
-        searcher.close()
-    return times
-
-
-def health_ms(url: str, n: int) -> list[float]:
-    """Milliseconds per GET /api/health: the HTTP stack's own round trip, with this client."""
-    times = []
-    searcher = Searcher(url)
-    try:
-        for i in range(n + 10):
-            started = time.perf_counter()
-            status, _ = searcher.request("GET", "/api/health")
-            if status != 200:
-                raise RuntimeError(f"/api/health answered {status}")
+                raise RuntimeError(f"{path} answered {status}: {body[:300]!r}")
             if i >= 10:
                 times.append((time.perf_counter() - started) * 1000)
     finally:
@@ -687,8 +672,8 @@ def main() -> int:
                     f"vector search {entry['vector_search_ms']}, RSS {entry['server_rss_mb']} MB")
                 if n == load_size:
                     entry["http_no_check_ms"] = percentiles(sequential_ms(server.url, queries, args.queries,
-                                                                          "k=10&unusual=false"))
-                    entry["health_ms"] = percentiles(health_ms(server.url, args.queries))
+                                                                          "/api/search?k=10&unusual=false"))
+                    entry["health_ms"] = percentiles(sequential_ms(server.url, [None], args.queries, "/api/health"))
                     log(f"{n:,} images: HTTP without the out-of-domain check {entry['http_no_check_ms']}, "
                         f"GET /api/health {entry['health_ms']}")
                     results["load"] = {"images": n, "lookalike": load(server.url, queries, args.load_seconds)}

@@ -134,9 +134,7 @@ class Encoder:
         """(n, S, S, C) uint8 -> what the model makes of them, same shape, uint8."""
         if len(pixels) == 0:
             return np.zeros((0, self.image_size, self.image_size, self.channels), np.uint8)
-        pixels = self._check(pixels)
-        return np.concatenate([self._tensorflow["reconstruct"](pixels[i : i + self.batch_size]).numpy()
-                               for i in range(0, len(pixels), self.batch_size)])
+        return self._batched(lambda batch: (self._tensorflow["reconstruct"](batch).numpy(),), pixels, 1)[0]
 
     def describe(self) -> dict[str, Any]:
         """The sidecar facts users care about."""

@@ -51,12 +51,17 @@ def reconstruct_graph(model, pixels):
     return tf.cast(tf.round(recon * 255.0), tf.uint8)
 
 
+def signatures(model) -> dict[str, list[Any]]:
+    """name -> the input signature of each graph above, for any batch size."""
+    pixels = pixel_spec(model.image_size, model.channels)
+    return {"codes": [pixels], "errors": [pixels, latent_spec(model.code_size)], "reconstruct": [pixels]}
+
+
 def tensorflow_graphs(model) -> dict[str, Any]:
     """name -> tf.function of the graphs above, traced once for any batch size."""
     import tensorflow as tf
 
-    pixels = pixel_spec(model.image_size, model.channels)
-    return {"codes": tf.function(lambda p: codes_graph(model, p), input_signature=[pixels]),
-            "errors": tf.function(lambda p, z: errors_graph(model, p, z),
-                                  input_signature=[pixels, latent_spec(model.code_size)]),
-            "reconstruct": tf.function(lambda p: reconstruct_graph(model, p), input_signature=[pixels])}
+    spec = signatures(model)
+    return {"codes": tf.function(lambda p: codes_graph(model, p), input_signature=spec["codes"]),
+            "errors": tf.function(lambda p, z: errors_graph(model, p, z), input_signature=spec["errors"]),
+            "reconstruct": tf.function(lambda p: reconstruct_graph(model, p), input_signature=spec["reconstruct"])}

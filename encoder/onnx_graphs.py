@@ -29,21 +29,15 @@ class ConversionError(RuntimeError):
 
 def export(model) -> dict[str, bytes]:
     """The model's codes and errors graphs as serialised ONNX models, checked against TensorFlow on a probe batch."""
-    import tensorflow as tf
-
     from encoder import graphs
 
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # it narrates every rewrite at INFO
     try:
         import tf2onnx
 
-        pixels, latents = graphs.pixel_spec(model.image_size, model.channels), graphs.latent_spec(model.code_size)
-        functions = {"codes": (tf.function(lambda p: graphs.codes_graph(model, p), input_signature=[pixels]),
-                               [pixels]),
-                     "errors": (tf.function(lambda p, z: graphs.errors_graph(model, p, z),
-                                            input_signature=[pixels, latents]), [pixels, latents])}
-        blobs = {name: tf2onnx.convert.from_function(fn, input_signature=spec, opset=OPSET)[0].SerializeToString()
-                 for name, (fn, spec) in functions.items()}
+        functions, spec = graphs.tensorflow_graphs(model), graphs.signatures(model)
+        blobs = {name: tf2onnx.convert.from_function(functions[name], input_signature=spec[name], opset=OPSET)[0]
+                 .SerializeToString() for name in GRAPH_FILES}
     except Exception as exc:  # the converter raises anything from KeyError to its own errors for an op it lacks
         raise ConversionError(f"ONNX conversion failed: {type(exc).__name__}: {exc}") from None
     checked(model, blobs, threads=1)

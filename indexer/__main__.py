@@ -49,6 +49,7 @@ def _parser(prog: str = "python -m indexer") -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="no progress bars, warnings only")
+    parser.set_defaults(runtime=env["RUNTIME"])  # environment only: every command that encodes uses it
     sub = parser.add_subparsers(dest="command", required=True)
 
     def index_arg(p: argparse.ArgumentParser) -> None:
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m indexer") -> int:
     from encoder.runtime import configure_runtime
     from indexer.build import BuildError
 
-    configure_runtime(_setting_defaults()["RUNTIME"])  # every command that encodes loads the encoder after this
+    configure_runtime(args.runtime)  # every command that encodes loads the encoder after this
     from indexer.evaluate import EvaluationError
 
     try:

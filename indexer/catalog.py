@@ -5,7 +5,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,28 +235,14 @@ class Catalog:
 
     def sketches(self, ids: Iterable[int]) -> dict[int, np.ndarray]:
         """id -> (SKETCH_BYTES,) uint8 sketch, for the ids that exist and have one."""
-        ids = [int(i) for i in ids]
-        found: dict[int, np.ndarray] = {}
-        for start in range(0, len(ids), 500):  # SQLite caps the parameters of one statement
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for image_id, blob in self.conn.execute(
-                    f"SELECT id, sketch FROM images WHERE id IN ({marks}) AND sketch IS NOT NULL", chunk):
-                found[image_id] = np.frombuffer(blob, dtype=np.uint8)
-        return found
+        return {image_id: np.frombuffer(blob, dtype=np.uint8)
+                for image_id, blob in self._rows_by_id("id, sketch", ids, "AND sketch IS NOT NULL")}
 
     def shortlist(self, ids: Iterable[int]) -> dict[int, tuple[str, np.ndarray | None]]:
         """id -> (relpath, sketch or None) for the ids that exist: what a search needs of its candidates, in one
         query (a search reads ~100 candidates to show 10, so every column and statement saved counts)."""
-        ids = [int(i) for i in ids]
-        found: dict[int, tuple[str, np.ndarray | None]] = {}
-        for start in range(0, len(ids), 500):  # SQLite caps the parameters of one statement
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for image_id, relpath, blob in self.conn.execute(
-                    f"SELECT id, relpath, sketch FROM images WHERE id IN ({marks})", chunk):
-                found[image_id] = (relpath, None if blob is None else np.frombuffer(blob, dtype=np.uint8))
-        return found
+        return {image_id: (relpath, None if blob is None else np.frombuffer(blob, dtype=np.uint8))
+                for image_id, relpath, blob in self._rows_by_id("id, relpath, sketch", ids)}
 
     def identical_files(self) -> list[list[int]]:
         """Ids of the images whose files have the same sha256, a list per content (ascending ids), when two or more."""
@@ -265,15 +251,16 @@ class Catalog:
 
     def records(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
         """id -> ImageRecord for the ids that exist."""
+        return {r[0]: ImageRecord(*r) for r in self._rows_by_id("id, relpath, width, height, size, sha256", ids)}
+
+    def _rows_by_id(self, columns: str, ids: Iterable[int], condition: str = "") -> Iterator[tuple]:
+        """`columns` of the images with these ids (and `condition`), in statements of at most 500 ids: SQLite caps
+        the parameters of one statement (32,766 on many builds)."""
         ids = [int(i) for i in ids]
-        found: dict[int, ImageRecord] = {}
-        for start in range(0, len(ids), 500):  # SQLite caps the parameters of one statement (32,766 on many builds)
+        for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = self.conn.execute(
-                f"SELECT id, relpath, width, height, size, sha256 FROM images WHERE id IN ({marks})", chunk)
-            found.update((r[0], ImageRecord(*r)) for r in rows)
-        return found
+            yield from self.conn.execute(f"SELECT {columns} FROM images WHERE id IN ({marks}) {condition}", chunk)
 
     def recon_errors(self) -> np.ndarray:
         """The measured reconstruction errors (every image's, in catalogues built since they all are), (m,) float32."""

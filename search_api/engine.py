@@ -229,12 +229,13 @@ class Engine:
         encoder = served.collection.encoder
         # Decoding runs in the request's thread (in parallel); the encoder pass is batched with concurrent queries.
         pixels = load_image(data, encoder.image_size, encoder.channels).pixels  # (S, S, C)
+        query = None
         if unusual:
             code, error, latent = served.batcher.encode(pixels, "query")  # (d,), (), (d,)
+            query = self._unusualness(served, pixels, float(error), latent)
         else:
             code, _ = served.batcher.encode(pixels, "codes")
         hits = served.collection.neighbours(code, k, offset, sketch=sketches(pixels[None])[0])
-        query = self._unusualness(served, pixels, float(error), latent) if unusual else None
         return SearchResult(hits, (time.perf_counter() - started) * 1000, served, query)
 
     def search_id(self, image_id: int, k: int, offset: int = 0) -> SearchResult:

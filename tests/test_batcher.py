@@ -21,6 +21,18 @@ def pixels_of(encoder: Encoder, paths) -> list[np.ndarray]:
     return [load_image(p, encoder.image_size, encoder.channels).pixels for p in paths]
 
 
+def queue_behind_the_first(batcher: MicroBatcher, threads: list[threading.Thread]) -> None:
+    """Start threads[0], wait until the worker has taken its image, then start the rest and wait until they queue."""
+    threads[0].start()
+    deadline = time.monotonic() + 30
+    while batcher._queue.qsize() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    for t in threads[1:]:
+        t.start()
+    while batcher._queue.qsize() < len(threads) - 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 def test_concurrent_images_are_encoded_together_with_the_same_results(encoder, tiny_collection):
     images = pixels_of(encoder, tiny_collection.images[:8])
     expected_codes, expected_errors = encoder.encode_with_error(np.stack(images))
@@ -37,14 +49,7 @@ def test_concurrent_images_are_encoded_together_with_the_same_results(encoder, t
         results[i] = batcher.encode(images[i])
 
     threads = [threading.Thread(target=query, args=(i,)) for i in range(8)]
-    threads[0].start()
-    deadline = time.monotonic() + 30
-    while batcher._queue.qsize() and time.monotonic() < deadline:  # the worker has taken query 0
-        time.sleep(0.005)
-    for t in threads[1:]:
-        t.start()
-    while batcher._queue.qsize() < 7 and time.monotonic() < deadline:
-        time.sleep(0.005)
+    queue_behind_the_first(batcher, threads)
     gate.set()
     for t in threads:
         t.join(30)
@@ -97,14 +102,7 @@ def test_named_functions_share_a_batch_and_each_runs_once_on_its_callers(encoder
     wants = ["query", "codes", "query", "codes", "codes", "query"]
     threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, batcher.encode(images[i], wants[i])))
                for i in range(6)]
-    threads[0].start()
-    deadline = time.monotonic() + 10
-    while batcher._queue.qsize() and time.monotonic() < deadline:  # the worker holds query 0
-        time.sleep(0.005)
-    for t in threads[1:]:
-        t.start()
-    while batcher._queue.qsize() < 5 and time.monotonic() < deadline:
-        time.sleep(0.005)
+    queue_behind_the_first(batcher, threads)
     gate.set()
     for t in threads:
         t.join(30)
